@@ -1,0 +1,3 @@
+from prefkit.cli import entry
+
+entry()

@@ -1,0 +1,244 @@
+"""Typed run configuration: defaults in code, experiment YAML files hold only differences.
+
+``load_config(path, overrides)`` deep-merges the YAML file over the defaults, applies
+dotted command-line overrides (``train.lr=3e-5``), and validates everything before any
+work starts: unknown keys and wrong types are errors. ``save_config`` writes the resolved
+config beside a run's outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from prefkit.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Where the data lives. ``dir`` is a folder in the Kaggle layout
+    (train.csv, test.csv, sample_submission.csv; ``.xz``/``.gz`` allowed);
+    explicit file paths override what is found there."""
+
+    dir: str | None = None
+    train: str | None = None
+    test: str | None = None
+    sample_submission: str | None = None
+    format: Literal["kaggle", "jsonl", "rm_gallery", "alpaca_eval", "votes"] = "kaggle"
+    max_train_rows: int | None = Field(default=None, ge=1)
+
+
+class FoldConfig(Section):
+    n_folds: int = Field(default=5, ge=2)
+    seed: int = 42
+    fold_map: str | None = None  # import an existing map instead of making one
+
+
+class RenderConfig(Section):
+    """How a pair becomes model input (token budget with head-tail truncation)."""
+
+    max_length: int = Field(default=512, ge=32)
+    prompt_share: float = Field(default=0.2, gt=0, lt=1)  # of the budget, before unused room flows on
+    head_fraction: float = Field(default=0.5, ge=0, le=1)  # kept from the start of a truncated field
+    template: Literal["plain", "chat"] = "plain"
+
+
+class FeaturesConfig(Section):
+    """Hand-crafted pair features + LightGBM."""
+
+    swap_augment: bool = True
+    learning_rate: float = Field(default=0.03, gt=0)
+    num_boost_round: int = Field(default=3000, ge=1)
+    early_stopping_rounds: int = Field(default=100, ge=1)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=40, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    num_threads: int = Field(default=0, ge=0)  # 0: LightGBM's default (all cores)
+    extra_features: list[str] = Field(default_factory=list)  # cached feature files (e.g. frozen embeddings)
+
+
+class StackConfig(Section):
+    method: Literal["logistic", "lgbm"] = "logistic"
+    inner_folds: int = Field(default=5, ge=2)
+    calibration: Literal["temperature", "none"] = "temperature"
+    clip: float = Field(default=1e-6, gt=0, lt=0.1)
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelConfig(Section):
+    """A pretrained transformer read as a 3-way sequence classifier."""
+
+    name_or_path: str = "checkpoints/pretrained/all-MiniLM-L6-v2"
+    gguf_file: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    attn_implementation: str | None = None
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _quantisation_needs_lora(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("choose one of load_in_4bit and load_in_8bit")
+        if (self.load_in_4bit or self.load_in_8bit) and not self.lora.enabled:
+            raise ValueError("4-bit/8-bit loading trains adapters only: set lora.enabled=true")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=3e-5, gt=0)
+    head_lr: float | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    batch_size: int = Field(default=16, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    swap: Literal["off", "double", "paired"] = "double"
+    tta_swap: bool = True
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    evals_per_epoch: int = Field(default=1, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    length_batching: bool = True
+    folds: list[int] | None = None  # train only these folds
+    max_train_pairs: int | None = Field(default=None, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    folds: FoldConfig = Field(default_factory=FoldConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    stack: StackConfig = Field(default_factory=StackConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 3e-5 as a string (no dot); numbers are what a user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    tree: Any = value
+    for part in reversed(parts):
+        tree = {part: tree}
+    return tree
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("config file not found", file=path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", file=path) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError("expected a mapping at the top level", file=path)
+    return loaded
+
+
+def _coerce_floats(tree: Any, model: type[BaseModel]) -> Any:
+    """YAML writes 1 where a float field means 1.0 and '3e-5' for some floats; strict mode
+    would refuse both, so convert exactly those cases and leave other types to validation."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        field = model.model_fields.get(key)
+        ann = field.annotation if field is not None else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[key] = _coerce_floats(value, ann)
+        elif ann in (float, float | None) and isinstance(value, str):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(tree: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(_coerce_floats(tree, RunConfig))
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = first.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        raise ConfigError(f"{loc}: {msg}{got_txt}", file=source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    tree: dict = _read_yaml(path) if path else {}
+    for text in overrides or []:
+        tree = deep_merge(tree, parse_override(text))
+    return build_config(tree, source=str(path) if path else "overrides")
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, run_dir: str | Path | None = None) -> Path:
+    run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    path.write_text(config_to_yaml(cfg))
+    return path

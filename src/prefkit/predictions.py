@@ -1,0 +1,100 @@
+"""The one prediction format every model writes and the stacker reads.
+
+A prediction file is a CSV with columns ``id, p_a, p_b, p_tie, model, fold``:
+three probabilities per pair, the model's name, and the fold whose held-out part
+the row came from (OOF files) or ``-1`` (test predictions averaged over folds).
+A model's run folder holds ``oof.csv`` and, when a test set was given, ``test.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prefkit.errors import InputError
+from prefkit.schema import LABELS
+
+PRED_COLUMNS = ("id", *LABELS, "model", "fold")
+OOF_FILE = "oof.csv"
+TEST_FILE = "test.csv"
+
+
+def make_predictions(ids, probs: np.ndarray, model: str, folds) -> pd.DataFrame:
+    probs = np.asarray(probs, dtype=float)
+    return pd.DataFrame(
+        {
+            "id": [str(i) for i in ids],
+            "p_a": probs[:, 0],
+            "p_b": probs[:, 1],
+            "p_tie": probs[:, 2],
+            "model": model,
+            "fold": np.broadcast_to(np.asarray(folds, dtype=int), (len(probs),)),
+        }
+    )
+
+
+def prob_matrix(preds: pd.DataFrame) -> np.ndarray:
+    return preds[list(LABELS)].to_numpy(dtype=float)
+
+
+def atomic_write_csv(df: pd.DataFrame, path: str | Path, **kwargs) -> Path:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format="%.8g", **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_predictions(preds: pd.DataFrame, path: str | Path) -> Path:
+    validate_predictions(preds, str(path))
+    return atomic_write_csv(preds[list(PRED_COLUMNS)], path)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("prediction file not found", file=path)
+    try:
+        preds = pd.read_csv(path, dtype={"id": str, "model": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise InputError(f"not a readable CSV ({err})", file=path) from None
+    return validate_predictions(preds, str(path))
+
+
+def validate_predictions(preds: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
+    missing = [c for c in PRED_COLUMNS if c not in preds.columns]
+    if missing:
+        raise InputError(f"missing column(s) {missing}; expected {list(PRED_COLUMNS)}", file=source)
+    if len(preds) == 0:
+        raise InputError("no rows", file=source)
+    dup = preds["id"].astype(str).duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(f"duplicate id {preds['id'].iloc[row]!r}", file=source, row=row + 1, column="id")
+    probs = prob_matrix(preds)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | ~np.isclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(f"probabilities {probs[row].tolist()} are not a distribution", file=source, row=row + 1, column="p_a")
+    return preds
+
+
+def align(preds: pd.DataFrame, ids, source: str = "predictions") -> pd.DataFrame:
+    """Reorder predictions to ``ids``; every id must be present."""
+    ids = pd.Index([str(i) for i in ids])
+    indexed = preds.set_index(preds["id"].astype(str))
+    missing = ids.difference(indexed.index)
+    if len(missing):
+        raise InputError(f"{len(missing)} id(s) missing, first {missing[0]!r}", file=source, column="id")
+    return indexed.loc[ids].reset_index(drop=True)
