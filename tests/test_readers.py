@@ -105,14 +105,14 @@ def test_kaggle_odd_cells_are_repaired_and_counted(tmp_path):
     rows = [
         ["1", "a", "b", "null", '["fine", null]', '["\\ud83d alone", "pair \\ud83d\\ude00"]', 1, 0, 0],
         ["2", "a", "b", "just plain text, not JSON", "", '"a JSON string"', 0, 1, 0],
-        ["3", "a", "b", '["[unclosed"', "[]", '[1, {"k": "v"}]', 0, 0, 1],
+        ["3", "a", "b", 'not [json', "[]", '[1, {"k": "v"}]', 0, 0, 1],
     ]
     df = read_kaggle_csv(write_kaggle(tmp_path, rows))
     p, a, b = (df[c].tolist() for c in ("prompt", "response_a", "response_b"))
     assert p[0] == ["", ""] and a[0] == ["fine", ""]  # null cell -> "", padded to 2 turns
     assert b[0] == ["\ufffd alone", "pair \U0001F600"]  # lone surrogate replaced, pair kept
     assert p[1] == ["just plain text, not JSON"] and a[1] == [""] and b[1] == ["a JSON string"]
-    assert p[2] == ['["[unclosed"', ""] and a[2] == ["", ""] and b[2] == ["1", '{"k": "v"}']
+    assert p[2] == ["not [json", ""] and a[2] == ["", ""] and b[2] == ["1", '{"k": "v"}']
     notes = get_report(df).notes
     assert notes["plain_text_cells"] == 2
     assert notes["null_cells"] == 1 and notes["null_turns"] == 1
@@ -512,3 +512,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, make, expect):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_kaggle_cell_that_starts_as_json_list_but_is_broken_is_a_bad_row(tmp_path):
+    from prefkit.data.kaggle import read_kaggle_csv
+
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
+        '1,"[""hi""]","[""a""]","[""b""]",1,0,0\n'
+        '2,"[""hey"" broken","[""a""]","[""bb""]",0,1,0\n'
+    )
+    with pytest.raises(InputError, match=r"row 2, column 'prompt'.*not valid JSON"):
+        read_kaggle_csv(path)
+    kept = read_kaggle_csv(path, on_bad_row="skip")
+    assert kept["id"].tolist() == ["1"]
+    assert kept.attrs["report"]["skipped"] == {"malformed_json": 1}

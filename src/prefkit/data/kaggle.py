@@ -14,6 +14,7 @@ cell                       becomes                                         note
 ``"text"`` (JSON string)   one turn                                        ``json_string_cells``
 ``[1, {"x": 2}]``          items written back as JSON text                 ``non_string_turns``
 plain text / not JSON      one turn holding the cell text as it is         ``plain_text_cells``
+``["a", "b`` (broken)      a bad row: starts like a JSON list, isn't one   ``malformed_json``
 ``"\\ud83d"`` alone         lone surrogate replaced by U+FFFD               ``lone_surrogates_replaced``
 =========================  ==============================================  ======================
 
@@ -51,8 +52,8 @@ LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 MODEL_COLUMNS = ("model_a", "model_b")
 
 
-def parse_turns(cell, ctx: ReadContext) -> list[str]:
-    """One Kaggle cell -> list of turns (see the module table)."""
+def parse_turns(cell, ctx: ReadContext, row: int = 0, column: str | None = None) -> list[str] | None:
+    """One Kaggle cell -> list of turns (see the module table); None for a (skipped) bad cell."""
     if not isinstance(cell, str):
         cell = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
     if not cell.strip():
@@ -60,7 +61,11 @@ def parse_turns(cell, ctx: ReadContext) -> list[str]:
         return [""]
     try:
         value = loads(cell)
-    except JSON_ERRORS:
+    except JSON_ERRORS as err:
+        if cell.lstrip().startswith("["):  # meant as a JSON list but corrupt: plain text would hide the damage
+            reason = str(err).splitlines()[0][:80]
+            ctx.bad("malformed_json", f"cell starts like a JSON list of turns but is not valid JSON ({reason})", row=row, column=column)
+            return None
         ctx.report.note("plain_text_cells")
         return [ctx.clean(cell)]
     if value is None:
@@ -179,13 +184,16 @@ def read_kaggle_csv(path: str | Path, *, on_bad_row: str = "error", require_labe
             else:
                 ctx.bad("duplicate_id", f"duplicate id {id_[:60]!r} (first in row {j + 1}, different content)", row=row, column=ID)
             continue
+        sides = [parse_turns(c[i], ctx, row, name) for c, name in zip(texts, TEXT_COLUMNS)]
+        if any(side is None for side in sides):
+            continue
         if labelled:
             label = parse_one_hot(ctx, [c[i] for c in label_cols], row)
             if label is None:
                 continue
             labels.append(label)
         seen[id_] = i
-        p, a, b = align_turns(ctx, *(parse_turns(c[i], ctx) for c in texts))
+        p, a, b = align_turns(ctx, *sides)
         ids.append(id_)
         prompts.append(p)
         resp_a.append(a)
