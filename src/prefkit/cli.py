@@ -10,6 +10,7 @@ from prefkit.errors import InputError
 # Each module adds its commands to ``app`` when imported.
 from prefkit.commands import core  # noqa: F401,E402
 from prefkit.commands import data  # noqa: F401,E402
+from prefkit.commands import folds  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

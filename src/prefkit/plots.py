@@ -1,0 +1,112 @@
+"""PNG plots: reliability diagram of 3-way predictions, per-fold scores.
+
+Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend
+change), so plotting works headless and never opens a window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prefkit.metrics import CLASS_NAMES, _probs, _targets, calibration_bins, class_ece
+
+PANEL_TITLES = {"a": "A wins", "b": "B wins", "tie": "tie"}
+COLOURS = {"a": "#1f77b4", "b": "#d62728", "tie": "#2ca02c"}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def reliability_diagram(labels, probs, path: str | Path, title: str = "Reliability", n_bins: int = 10) -> Path:
+    """Write a PNG with one panel per class (A, B, tie): mean predicted probability per bin
+    against the observed frequency (marker area ~ count), the diagonal, and a histogram of
+    counts below; class-wise ECE in each panel title and their mean in the figure title."""
+    p = _probs(probs)
+    t = _targets(labels, len(p))
+    fig = _figure(13.0, 5.4)
+    grid = fig.add_gridspec(2, 3, height_ratios=[3, 1], hspace=0.08, wspace=0.25, left=0.06, right=0.98, top=0.84, bottom=0.1)
+    eces = []
+    for k, name in enumerate(CLASS_NAMES):
+        bins = calibration_bins(t[:, k], p[:, k], n_bins)
+        ece = class_ece(t[:, k], p[:, k], n_bins)
+        eces.append(ece)
+        edges, count = bins["edges"], bins["count"]
+        centres = (edges[:-1] + edges[1:]) / 2
+        ok = count > 0
+        ax = fig.add_subplot(grid[0, k])
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+        sizes = 15 + 185 * count[ok] / max(1, count.max())
+        ax.plot(bins["mean_pred"][ok], bins["observed"][ok], color=COLOURS[name], lw=1.5)
+        ax.scatter(bins["mean_pred"][ok], bins["observed"][ok], s=sizes, color=COLOURS[name], alpha=0.8, zorder=3, label="bins")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelbottom=False)
+        ax.grid(alpha=0.3)
+        mean_p, obs = float(p[:, k].mean()), float(t[:, k].mean())
+        ax.set_title(f"{PANEL_TITLES[name]}: ECE {ece:.3f}\nmean pred {mean_p:.3f}, observed {obs:.3f}", fontsize=10)
+        if k == 0:
+            ax.set_ylabel("observed frequency")
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+        hist = fig.add_subplot(grid[1, k], sharex=ax)
+        hist.bar(centres, count, width=(edges[1] - edges[0]) * 0.9, color=COLOURS[name], alpha=0.6)
+        hist.set_xlim(0, 1)
+        hist.set_xlabel(f"predicted P({PANEL_TITLES[name]})")
+        if k == 0:
+            hist.set_ylabel("count")
+        hist.grid(alpha=0.3)
+    mean_ece = float(np.nanmean(eces))
+    fig.suptitle(f"{title}  (n={len(p)}, class-wise ECE {mean_ece:.3f})", fontsize=12)
+    return _save(fig, path)
+
+
+def fold_scores_plot(scores, path: str | Path, metric: str = "log loss", title: str = "Scores per fold") -> Path:
+    """Grouped bars of a score per fold for one or more models.
+
+    ``scores``: ``{model: [score of fold 0, fold 1, ...]}`` or a DataFrame with columns
+    ``model, fold, score``.
+    """
+    if hasattr(scores, "pivot_table"):
+        table = scores.pivot_table(index="fold", columns="model", values="score", aggfunc="mean")
+        data = {str(m): table[m].to_numpy(dtype=float) for m in table.columns}
+        folds = [str(f) for f in table.index]
+    else:
+        data = {str(m): np.asarray(v, dtype=float) for m, v in scores.items()}
+        n = max((len(v) for v in data.values()), default=0)
+        folds = [str(i) for i in range(n)]
+    if not data:
+        raise ValueError("no scores to plot")
+    fig = _figure(max(6.0, 1.2 * len(folds) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(data)
+    x = np.arange(len(folds))
+    for j, (model, values) in enumerate(data.items()):
+        mean = float(np.nanmean(values))
+        ax.bar(x[: len(values)] + (j - (len(data) - 1) / 2) * width, values, width=width * 0.95, label=f"{model} (mean {mean:.4f})")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"fold {f}" for f in folds])
+    ax.set_ylabel(metric)
+    finite = np.concatenate([v[np.isfinite(v)] for v in data.values()])
+    if len(finite):
+        lo, hi = float(finite.min()), float(finite.max())
+        pad = max(1e-3, (hi - lo) * 0.5)
+        ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
