@@ -11,6 +11,7 @@ from prefkit.errors import InputError
 from prefkit.commands import core  # noqa: F401,E402
 from prefkit.commands import data  # noqa: F401,E402
 from prefkit.commands import folds  # noqa: F401,E402
+from prefkit.commands import models  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Models: transformer pair classifiers, tiny test checkpoints, feature models."""
