@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefkit.errors import ConfigError
 
@@ -46,7 +46,11 @@ class RenderConfig(Section):
     max_length: int = Field(default=512, ge=32)
     prompt_share: float = Field(default=0.2, gt=0, lt=1)  # of the budget, before unused room flows on
     head_fraction: float = Field(default=0.5, ge=0, le=1)  # kept from the start of a truncated field
+    truncation_marker: str = " ... "  # put between the head and the tail of a cut field ("" for none)
     template: Literal["plain", "chat"] = "plain"
+    # encoder: [CLS] P [SEP] A [SEP] B [SEP]; decoder: text markers + EOS; auto: encoder
+    # when the tokenizer has CLS and SEP tokens (see prefkit.text.render)
+    style: Literal["auto", "encoder", "decoder"] = "auto"
 
 
 class FeaturesConfig(Section):
@@ -63,6 +67,7 @@ class FeaturesConfig(Section):
     lambda_l2: float = Field(default=1.0, ge=0)
     num_threads: int = Field(default=0, ge=0)  # 0: LightGBM's default (all cores)
     extra_features: list[str] = Field(default_factory=list)  # cached feature files (e.g. frozen embeddings)
+    tta_swap: bool = True  # predict as the mean over the pair and its A/B swap
 
 
 class StackConfig(Section):
@@ -70,21 +75,28 @@ class StackConfig(Section):
     inner_folds: int = Field(default=5, ge=2)
     calibration: Literal["temperature", "none"] = "temperature"
     clip: float = Field(default=1e-6, gt=0, lt=0.1)
+    name: str = "stack"  # the stack's run folder: <output_dir>/<stack.name>
+    submission: str | None = None  # default: submissions/<stack.name>/submission.csv
 
 
 class LoraConfig(Section):
+    """LoRA adapters (peft). The classification head (and any other new head module,
+    e.g. DeBERTa's pooler) is always trained in full and saved with the adapter."""
+
     enabled: bool = False
     r: int = Field(default=16, ge=1)
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    modules_to_save: list[str] | None = None  # None: the head modules, found automatically
 
 
 class ModelConfig(Section):
     """A pretrained transformer read as a 3-way sequence classifier."""
 
-    name_or_path: str = "checkpoints/pretrained/all-MiniLM-L6-v2"
-    gguf_file: str | None = None
+    name_or_path: str = "checkpoints/pretrained/all-MiniLM-L6-v2"  # local folder or hub name
+    tokenizer: str | None = None  # tokenizer folder/name when not beside the weights
+    gguf_file: str | None = None  # a .gguf file inside name_or_path (needs the gguf package)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     load_in_4bit: bool = False
     load_in_8bit: bool = False
@@ -121,9 +133,22 @@ class TrainConfig(Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     length_batching: bool = True
+    max_tokens: int | None = Field(default=None, ge=1)  # token budget per training batch (padded), instead of batch_size
+    eval_max_tokens: int | None = Field(default=None, ge=1)  # likewise for inference batches
+    bucket_batches: int = Field(default=50, ge=1)  # training: sort by length within chunks of this many batches
+    pad_to_multiple_of: int = Field(default=1, ge=1)
+    soft_labels: bool = True  # train on p_a/p_b/p_tie as given; false: on their argmax
     folds: list[int] | None = None  # train only these folds
-    max_train_pairs: int | None = Field(default=None, ge=1)
+    max_train_pairs: int | None = Field(default=None, ge=1)  # random subset of each fold's training rows
     num_workers: int = Field(default=0, ge=0)
+    state_every_steps: int = Field(default=200, ge=1)  # save optimizer/scheduler/RNG state (resume)
+    log_every_steps: int = Field(default=10, ge=1)
+    keep_state: bool = False  # keep fold_<k>/state after the fold finishes
+
+    @field_validator("swap", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class RunConfig(Section):

@@ -1,0 +1,73 @@
+"""``prefkit train-transformer`` and ``prefkit predict``: transformer pair classifiers.
+
+Multi-GPU: ``accelerate launch -m prefkit train-transformer -c CONFIG [overrides]``
+(one process per GPU, DDP; FSDP through an accelerate config file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from prefkit.cli_app import ConfigOpt, OverridesArg, app, resolve_config
+from prefkit.errors import InputError
+
+
+def load_run_data(cfg):
+    """(train pairs, test pairs or None) from ``cfg.data``: a Kaggle-layout folder
+    (``data.dir``) and/or explicit files (``data.train``, ``data.test``) in ``data.format``."""
+    from prefkit.data import read_pairs
+    from prefkit.data.kaggle import locate_kaggle_files
+
+    train_path, test_path = cfg.data.train, cfg.data.test
+    if cfg.data.dir:
+        found = locate_kaggle_files(cfg.data.dir)
+        train_path = train_path or str(found.train)
+        test_path = test_path or (str(found.test) if found.test else None)
+    if not train_path:
+        raise InputError("no training data: set data.dir (Kaggle layout) or data.train")
+    train = read_pairs(train_path, cfg.data.format)
+    if cfg.data.max_train_rows and len(train) > cfg.data.max_train_rows:
+        train = train.iloc[: cfg.data.max_train_rows].reset_index(drop=True)
+    test = read_pairs(test_path, cfg.data.format) if test_path else None
+    return train, test
+
+
+@app.command("train-transformer")
+def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+    """Train a transformer pair classifier on every fold (OOF + test predictions, checkpoints).
+
+    Writes runs/<name>/fold_<k>/{checkpoint,oof.csv,test.csv,done.json}, runs/<name>/oof.csv,
+    test.csv, config.yaml and train.log. Started again, a run resumes where it stopped."""
+    cfg = resolve_config(config, overrides)
+    from prefkit.data.folds import folds_for
+    from prefkit.train.loop import train_transformer
+
+    pairs, test = load_run_data(cfg)
+    folds = folds_for(cfg, pairs)
+    result = train_transformer(cfg, pairs, folds, test_pairs=test)
+    if result is not None:
+        typer.echo(f"OOF log loss {result.oof_log_loss:.4f} ({len(result.oof)} pairs) -> {result.run_dir}")
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint folder (runs/<name>/fold_<k>/checkpoint).", show_default=False)],
+    data: Annotated[str, typer.Argument(help="Pairs to predict: a Kaggle CSV (or a file in --format).", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Prediction CSV to write (id, p_a, p_b, p_tie, model, fold).")] = "preds.csv",
+    fmt: Annotated[str, typer.Option("--format", help="Data format (as data.format).")] = "kaggle",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Default: the checkpoint's train.eval_batch_size.")] = None,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Swap test-time augmentation (default: as trained).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when there is one).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the output (default: the run name).")] = None,
+) -> None:
+    """Predict DATA with a saved CHECKPOINT (no training code is loaded)."""
+    if not Path(checkpoint).is_dir():
+        raise InputError("checkpoint folder not found", file=checkpoint)
+    from prefkit.data import read_pairs
+    from prefkit.infer.predict import predict_file
+
+    pairs = read_pairs(data, fmt)
+    predict_file(checkpoint, pairs, out, model_name=name, device=device, batch_size=batch_size, tta_swap=tta)

@@ -1,0 +1,1 @@
+"""Inference from a saved checkpoint; importable without the training code."""

@@ -1,0 +1,143 @@
+"""Predictions of a transformer pair classifier; no training code is imported here.
+
+* :func:`forward_probs` one padded batch -> class probabilities (A, B, tie);
+* :func:`predict_ids` many rendered pairs, batched by length (sorted, longest first);
+* :func:`predict_rendered` the same with swap test-time augmentation: the pair is also
+  predicted with A and B exchanged, and the two are averaged with the labels swapped
+  back, so a model's side bias cancels and identical responses get P(A) = P(B);
+* :class:`Predictor` a checkpoint folder (model + tokenizer + saved config) ready to
+  predict pair tables; :func:`predict_file` the ``prefkit predict`` command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from prefkit.text.batching import collate_ids, make_length_batches
+
+SWAP_INDEX = [1, 0, 2]  # (A, B, tie) of the swapped pair -> (B, A, tie) of the original
+
+
+def swap_probs(probs: np.ndarray) -> np.ndarray:
+    """Probabilities of a swapped pair expressed for the original order."""
+    return np.asarray(probs)[:, SWAP_INDEX]
+
+
+def autocast_context(device: torch.device, mixed_precision: str = "no"):
+    if device.type == "cuda" and mixed_precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def model_device(model) -> torch.device:
+    try:
+        return next(p.device for p in model.parameters())
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def forward_probs(model, seqs, pad_id: int, device=None, pad_to_multiple_of: int = 1) -> torch.Tensor:
+    """Softmax probabilities (float32, on CPU) for one batch of token id lists."""
+    device = device if device is not None else model_device(model)
+    batch = collate_ids(seqs, pad_id, pad_to_multiple_of)
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return torch.softmax(logits.float(), dim=-1).cpu()
+
+
+@torch.no_grad()
+def predict_ids(
+    model,
+    seqs,
+    pad_id: int,
+    batch_size: int = 64,
+    max_tokens: int | None = None,
+    device=None,
+    mixed_precision: str = "no",
+    pad_to_multiple_of: int = 1,
+    progress: bool = False,
+    desc: str = "predict",
+) -> np.ndarray:
+    """(n, 3) probabilities of rendered pairs ``seqs``, in their order."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else model_device(model)
+    out = np.zeros((len(seqs), 3), dtype=np.float64)
+    batches = make_length_batches([len(s) for s in seqs], batch_size=batch_size, max_tokens=max_tokens, shuffle=False)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seqs), desc=desc, unit="pair", dynamic_ncols=True)
+    with autocast_context(device, mixed_precision):
+        for idx in batches:
+            probs = forward_probs(model, [seqs[i] for i in idx], pad_id, device, pad_to_multiple_of)
+            out[idx] = probs.numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    if was_training:
+        model.train()
+    return out
+
+
+def predict_rendered(model, seqs, seqs_swapped, pad_id: int, tta_swap: bool = True, **kwargs) -> np.ndarray:
+    """``predict_ids``, averaged with the swapped order (labels swapped back) when ``tta_swap``."""
+    probs = predict_ids(model, seqs, pad_id, **kwargs)
+    if tta_swap and seqs_swapped is not None:
+        if "desc" in kwargs:
+            kwargs = {**kwargs, "desc": kwargs["desc"] + " (swapped)"}
+        probs = 0.5 * (probs + swap_probs(predict_ids(model, seqs_swapped, pad_id, **kwargs)))
+    return probs
+
+
+class Predictor:
+    """A saved checkpoint, ready to predict pair tables."""
+
+    def __init__(self, ckpt_dir: str | Path, device: str | None = None, batch_size: int | None = None, tta_swap: bool | None = None):
+        from prefkit.models.transformer import load_checkpoint
+        from prefkit.text.render import PairRenderer
+
+        self.ckpt_dir = Path(ckpt_dir)
+        self.model, self.tokenizer, self.cfg = load_checkpoint(self.ckpt_dir, device=device)
+        self.device = model_device(self.model)
+        self.renderer = PairRenderer(self.tokenizer, self.cfg.render)
+        self.batch_size = batch_size or self.cfg.train.eval_batch_size
+        self.tta_swap = self.cfg.train.tta_swap if tta_swap is None else tta_swap
+
+    def predict(self, pairs: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        ids, ids_sw = self.renderer.render_pairs(pairs, swapped=self.tta_swap)
+        return predict_rendered(
+            self.model,
+            ids,
+            ids_sw,
+            self.tokenizer.pad_token_id,
+            tta_swap=self.tta_swap,
+            batch_size=self.batch_size,
+            max_tokens=self.cfg.train.eval_max_tokens,
+            device=self.device,
+            mixed_precision=self.cfg.train.mixed_precision,
+            pad_to_multiple_of=self.cfg.train.pad_to_multiple_of,
+            progress=progress,
+        )
+
+
+def predict_file(ckpt_dir: str | Path, pairs: pd.DataFrame, out: str | Path, model_name: str | None = None, **kwargs) -> pd.DataFrame:
+    """Predict ``pairs`` with a checkpoint and write a prediction CSV (prefkit.predictions)."""
+    from prefkit.predictions import make_predictions, write_predictions
+
+    t0 = time.perf_counter()
+    predictor = Predictor(ckpt_dir, **kwargs)
+    probs = predictor.predict(pairs, progress=True)
+    preds = make_predictions(pairs["id"], probs, model_name or predictor.cfg.name, -1)
+    write_predictions(preds, out)
+    elapsed = time.perf_counter() - t0
+    print(f"wrote {len(preds)} predictions to {out} ({len(preds) / max(elapsed, 1e-9):.1f} pairs/s incl. loading)")
+    return preds

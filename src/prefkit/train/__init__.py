@@ -1,0 +1,1 @@
+"""Fold training of transformer pair classifiers (accelerate): OOF, test predictions, resume."""
