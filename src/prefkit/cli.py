@@ -13,6 +13,7 @@ from prefkit.commands import data  # noqa: F401,E402
 from prefkit.commands import folds  # noqa: F401,E402
 from prefkit.commands import models  # noqa: F401,E402
 from prefkit.commands import transformer  # noqa: F401,E402
+from prefkit.commands import pipeline  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,26 +15,6 @@ from prefkit.cli_app import ConfigOpt, OverridesArg, app, resolve_config
 from prefkit.errors import InputError
 
 
-def load_run_data(cfg):
-    """(train pairs, test pairs or None) from ``cfg.data``: a Kaggle-layout folder
-    (``data.dir``) and/or explicit files (``data.train``, ``data.test``) in ``data.format``."""
-    from prefkit.data import read_pairs
-    from prefkit.data.kaggle import locate_kaggle_files
-
-    train_path, test_path = cfg.data.train, cfg.data.test
-    if cfg.data.dir:
-        found = locate_kaggle_files(cfg.data.dir)
-        train_path = train_path or str(found.train)
-        test_path = test_path or (str(found.test) if found.test else None)
-    if not train_path:
-        raise InputError("no training data: set data.dir (Kaggle layout) or data.train")
-    train = read_pairs(train_path, cfg.data.format)
-    if cfg.data.max_train_rows and len(train) > cfg.data.max_train_rows:
-        train = train.iloc[: cfg.data.max_train_rows].reset_index(drop=True)
-    test = read_pairs(test_path, cfg.data.format) if test_path else None
-    return train, test
-
-
 @app.command("train-transformer")
 def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
     """Train a transformer pair classifier on every fold (OOF + test predictions, checkpoints).
@@ -43,6 +23,7 @@ def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = No
     test.csv, config.yaml and train.log. Started again, a run resumes where it stopped."""
     cfg = resolve_config(config, overrides)
     from prefkit.data.folds import folds_for
+    from prefkit.data.run_data import load_run_data
     from prefkit.train.loop import train_transformer
 
     pairs, test = load_run_data(cfg)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Feature model (LightGBM, swap augmentation + swap TTA) -> logistic stacker (nested CV) ->
+# temperature -> submission, on a folder in the Kaggle layout; scored against its solution.
+#
+#   bash bench/arena_features.sh [DATA_DIR]
+#
+# DATA_DIR defaults to ../shared/data/arena_alpacaeval_gpt4 (relative to the repo root); a
+# given DATA_DIR is relative to where the script is called from. Files may be plain or .xz.
+# Outputs go to runs/bench_features/<folder name>/ (git-ignored). The last line is
+#   test_logloss=<value> oof_logloss=<value>
+# (the stack's calibrated OOF log loss; test_logloss=nan without a test and solution file).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ $# -ge 1 ]; then
+    DATA=$(cd "$1" && pwd)
+else
+    DATA=$ROOT/../shared/data/arena_alpacaeval_gpt4
+fi
+cd "$ROOT"
+BIN=${BIN:-.venv/bin}
+OUT=runs/bench_features/$(basename "$DATA")
+SUBMISSION=$OUT/submission.csv
+rm -f "$SUBMISSION"
+
+"$BIN/prefkit" train-features -c configs/arena_features.yaml \
+    data.dir="$DATA" output_dir="$OUT" name=features
+"$BIN/prefkit" stack "$OUT/features" -c configs/arena_features.yaml \
+    data.dir="$DATA" output_dir="$OUT" stack.name=stack stack.submission="$SUBMISSION"
+
+oof=$("$BIN/python" -c 'import json, sys; print("%.5f" % json.load(open(sys.argv[1]))["oof"]["log_loss"])' "$OUT/stack/metrics.json")
+solution=""
+for suffix in "" .xz .gz .bz2 .zip .zst; do
+    [ -f "$DATA/solution.csv$suffix" ] && { solution=$DATA/solution.csv$suffix; break; }
+done
+predictions=$SUBMISSION
+[ -f "$predictions" ] || predictions=$OUT/stack/test.csv
+test=nan
+if [ -n "$solution" ] && [ -f "$predictions" ]; then
+    echo "== test: $predictions vs $solution"
+    scores=$("$BIN/prefkit" score "$predictions" "$solution")
+    echo "$scores"
+    test=$(echo "$scores" | tail -n 1 | sed -n 's/^log_loss=\([^ ]*\).*/\1/p')
+    test=$(printf '%.5f' "$test")
+fi
+echo "test_logloss=$test oof_logloss=$oof"
