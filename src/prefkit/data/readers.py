@@ -98,18 +98,23 @@ def _unique_ids(ctx: ReadContext, raw_ids: list[str], rows: list[int], column: s
 # --------------------------------------------------------------------------- JSONL pairs
 
 
+def _as_number(value) -> float:
+    """A label cell as a float: numbers and numeric strings; NaN for anything else (bools too)."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
 def _label_012(ctx: ReadContext, value, row: int, column: str) -> list[float] | None:
     """1 = first wins, 2 = second wins, 0 = tie (ints, integral floats or numeric strings)."""
-    x = math.nan
-    if isinstance(value, bool):
-        x = math.nan
-    elif isinstance(value, (int, float)):
-        x = float(value)
-    elif isinstance(value, str):
-        try:
-            x = float(value.strip())
-        except ValueError:
-            x = math.nan
+    x = _as_number(value)
     if x == 1.0:
         return A
     if x == 2.0:
@@ -424,14 +429,7 @@ def _alpaca_label(ctx: ReadContext, value, row: int) -> list[float] | None | str
     """Label from an AlpacaEval ``preference``; ``"null"`` for a null preference."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
-    x = math.nan
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        x = float(value)
-    elif isinstance(value, str):
-        try:
-            x = float(value.strip())
-        except ValueError:
-            x = math.nan
+    x = _as_number(value)
     if x == 1.0:
         return A
     if x == 2.0:
