@@ -79,6 +79,19 @@ def test_predictor_tta_and_batching_agree(checkpoint):
     np.testing.assert_allclose(no_tta.sum(1), 1.0, atol=1e-6)
 
 
+def test_predictor_packed_gives_the_same_probabilities(checkpoint):
+    from prefkit.infer.predict import Predictor
+
+    pairs = toy_pairs(9, seed=6)
+    padded = Predictor(checkpoint, device="cpu", packed=False)
+    assert not padded.packed and not Predictor(checkpoint, device="cpu").packed  # auto without train.max_tokens: padded
+    packed = Predictor(checkpoint, device="cpu", packed=True)
+    assert packed.packed
+    np.testing.assert_allclose(packed.predict(pairs), padded.predict(pairs), atol=1e-5)
+    small_packs = Predictor(checkpoint, device="cpu", packed=True, batch_size=1).predict(pairs)
+    np.testing.assert_allclose(small_packs, padded.predict(pairs), atol=1e-5)
+
+
 def test_predict_cli_writes_prediction_file(checkpoint, tmp_path):
     from prefkit.cli import main
 

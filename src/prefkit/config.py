@@ -144,11 +144,28 @@ class TrainConfig(Section):
     state_every_steps: int = Field(default=200, ge=1)  # save optimizer/scheduler/RNG state (resume)
     log_every_steps: int = Field(default=10, ge=1)
     keep_state: bool = False  # keep fold_<k>/state after the fold finishes
+    # Packed batches (prefkit.models.packing): whole pairs end to end, no padding, up to
+    # max_tokens real tokens per batch, attention kept inside each pair. Decoder LLMs only.
+    # auto: on for a decoder that supports it when max_tokens is set, else padded batches;
+    # on: required (max_tokens needed; an encoder model is a ConfigError); off: padded.
+    packing: Literal["auto", "on", "off"] = "auto"
+    compile_layers: bool = False  # torch.compile each transformer block (packs padded to max_tokens)
 
     @field_validator("swap", mode="before")
     @classmethod
     def _yaml_off(cls, value):
         return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _packing_needs_budget(self):
+        if self.packing == "on" and self.max_tokens is None:
+            raise ValueError("packing=on needs max_tokens (the token budget of a pack)")
+        return self
 
 
 class RunConfig(Section):

@@ -429,12 +429,17 @@ def split_backbone_head(model):
 
 
 def supports_packing(model) -> bool:
-    """Decoder classifiers whose attention goes through transformers' AttentionInterface."""
+    """Decoder classifiers whose attention goes through transformers' AttentionInterface,
+    without attention logit soft-capping (Gemma 2), which the varlen path does not do."""
     try:
         split_backbone_head(model)
     except TypeError:
         return False
-    return bool(getattr(unwrap(model), "_supports_attention_backend", False))
+    base = unwrap(model)
+    cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    if getattr(cfg, "attn_logit_softcapping", None) is not None:
+        return False
+    return bool(getattr(base, "_supports_attention_backend", False))
 
 
 def set_attention(model, name: str) -> str:

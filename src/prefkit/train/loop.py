@@ -4,7 +4,11 @@ One code path for a CPU, one GPU and several (``accelerate launch``: DDP; FSDP t
 accelerate's config). For each fold:
 
 * the fold's training rows (optionally a random subset, ``train.max_train_pairs``) are
-  batched by length (shuffled buckets, dynamic padding); swap augmentation
+  batched by length (shuffled buckets, dynamic padding) or, for decoder LLMs with
+  ``train.packing`` (``auto``: when ``train.max_tokens`` is set), packed: whole pairs end
+  to end in packs of at most ``train.max_tokens`` tokens, no padding, attention kept
+  inside each pair (:mod:`prefkit.models.packing`; validation and test predictions are
+  packed too); swap augmentation
   ``train.swap``: ``off``, ``double`` (every pair also with A and B exchanged and its
   label swapped, shuffled independently) or ``paired`` (each batch holds pairs and their
   swaps together);
@@ -46,7 +50,8 @@ import torch
 
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
-from prefkit.infer.predict import SWAP_INDEX, forward_probs, swap_probs
+from prefkit.infer.predict import SWAP_INDEX, forward_probs, forward_probs_packed, packed_budget, swap_probs, use_packing
+from prefkit.models import packing
 from prefkit.predictions import make_predictions, prob_matrix, read_predictions, write_predictions
 from prefkit.schema import label_matrix
 from prefkit.text.batching import collate, make_length_batches
@@ -160,25 +165,35 @@ def training_items(rendered: Rendered, rows: np.ndarray, swap: str, soft_labels:
     return TrainItems(seqs, targets, weights, len(rows))
 
 
-def epoch_batches(items: TrainItems, train_cfg: TrainConfig, swap: str, seed: int) -> list[list[int]]:
+def epoch_batches(items: TrainItems, train_cfg: TrainConfig, swap: str, seed: int, packed: bool = False) -> list[list[int]]:
     """Training batches of one epoch (indices into ``items``), a function of ``seed`` only.
 
     ``train.max_tokens`` set: batches hold up to that many padded tokens (``batch_size``
-    is then not used); ``paired``: half a batch of pairs, each followed by its swap."""
+    is then not used); ``packed``: packs of up to ``train.max_tokens`` real tokens
+    (``batch_size`` and ``length_batching`` not used); ``paired``: half a batch of pairs,
+    each followed by its swap."""
     bs = None if train_cfg.max_tokens else train_cfg.batch_size
     mt = train_cfg.max_tokens
+    if packed and mt is None:
+        raise ConfigError("packed batches need train.max_tokens")
     lengths = items.lengths
-    kw = dict(shuffle=True, seed=seed, bucket_batches=train_cfg.bucket_batches, sort=train_cfg.length_batching)
-    if swap == "paired":
-        half = make_length_batches(
-            lengths[: items.n_orig],
-            batch_size=None if bs is None else max(1, bs // 2),
-            max_tokens=None if mt is None else max(1, mt // 2),
-            **kw,
+
+    def group(lens: np.ndarray, share: int) -> list[list[int]]:
+        if packed:
+            return packing.pack_batches(lens, max(1, mt // share), shuffle=True, seed=seed, bucket_batches=train_cfg.bucket_batches)
+        return make_length_batches(
+            lens,
+            batch_size=None if bs is None else max(1, bs // share),
+            max_tokens=None if mt is None else max(1, mt // share),
+            shuffle=True,
+            seed=seed,
+            bucket_batches=train_cfg.bucket_batches,
+            sort=train_cfg.length_batching,
         )
-        return [b + [i + items.n_orig for i in b] for b in half]
-    pool = lengths if swap == "double" else lengths[: items.n_orig]
-    return make_length_batches(pool, batch_size=bs, max_tokens=mt, **kw)
+
+    if swap == "paired":
+        return [b + [i + items.n_orig for i in b] for b in group(lengths[: items.n_orig], 2)]
+    return group(lengths if swap == "double" else lengths[: items.n_orig], 1)
 
 
 def shard_batches(batches: list, num_processes: int, process_index: int) -> list:
@@ -192,13 +207,17 @@ def shard_batches(batches: list, num_processes: int, process_index: int) -> list
 
 
 # -- steps -----------------------------------------------------------------------------
-def compute_loss(model, batch: dict, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Soft cross-entropy of ``model`` on a collated batch (already on the device)."""
+def compute_loss(model, batch: dict | packing.PackedBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Soft cross-entropy of ``model`` on a collated batch (already on the device): a
+    padded batch (dict), or a pack for a :class:`~prefkit.models.packing.PackedClassifier`."""
+    if isinstance(batch, packing.PackedBatch):
+        logits = model(**packing.PackedClassifier.inputs(batch))
+        return soft_cross_entropy(logits, batch.targets, batch.weights, label_smoothing)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return soft_cross_entropy(logits, batch["targets"], batch.get("weights"), label_smoothing)
 
 
-def train_step(accelerator, model, optimizer, scheduler, batch: dict, train_cfg: TrainConfig) -> tuple[float, bool]:
+def train_step(accelerator, model, optimizer, scheduler, batch, train_cfg: TrainConfig) -> tuple[float, bool]:
     """One micro-batch: forward, backward and, at the end of an accumulation window,
     clipping, optimizer and scheduler step. Returns (loss, whether the optimizer stepped).
 
@@ -246,13 +265,38 @@ def make_scheduler(optimizer, train_cfg: TrainConfig, total_steps: int):
 
 
 @torch.no_grad()
-def distributed_predict(accelerator, model, seqs, pad_id: int, batch_size: int, max_tokens: int | None = None, pad_to_multiple_of: int = 1) -> np.ndarray:
-    """(n, 3) probabilities; batches sorted by length and shared by the processes
-    (every process runs the same number of forward passes, as FSDP needs)."""
+def distributed_predict(
+    accelerator,
+    model,
+    seqs,
+    pad_id: int,
+    batch_size: int,
+    max_tokens: int | None = None,
+    pad_to_multiple_of: int = 1,
+    packed: bool = False,
+    min_seqlen: int | None = None,
+) -> np.ndarray:
+    """(n, 3) probabilities; batches sorted by length (or packs, ``packed``: ``model`` a
+    PackedClassifier, packs of :func:`~prefkit.infer.predict.packed_budget` tokens) and
+    shared by the processes (every process runs the same number of forward passes, as
+    FSDP needs). ``min_seqlen`` (packed): packs padded to the budget with that
+    ``max_seqlen`` floor, static shapes for compiled layers."""
     out = np.zeros((len(seqs), 3))
     if not len(seqs):
         return out
-    batches = make_length_batches([len(s) for s in seqs], batch_size=batch_size, max_tokens=max_tokens, shuffle=False)
+    lengths = [len(s) for s in seqs]
+    if packed:
+        budget = packed_budget(seqs, batch_size, max_tokens)
+        batches = packing.pack_batches(lengths, max_tokens=budget, shuffle=False)
+
+        def probs_of(idx):
+            pad_to = None if min_seqlen is None else budget
+            return forward_probs_packed(model, [seqs[i] for i in idx], pad_id, accelerator.device, pad_to, min_seqlen or 0)
+    else:
+        batches = make_length_batches(lengths, batch_size=batch_size, max_tokens=max_tokens, shuffle=False)
+
+        def probs_of(idx):
+            return forward_probs(model, [seqs[i] for i in idx], pad_id, accelerator.device, pad_to_multiple_of)
     nproc, rank = accelerator.num_processes, accelerator.process_index
     rounds = math.ceil(len(batches) / nproc)
     was_training = model.training
@@ -261,7 +305,7 @@ def distributed_predict(accelerator, model, seqs, pad_id: int, batch_size: int, 
     for r in range(rounds):
         j = rank + r * nproc
         idx = batches[j] if j < len(batches) else batches[-1]  # a spare pass keeps processes in step
-        probs = forward_probs(model, [seqs[i] for i in idx], pad_id, accelerator.device, pad_to_multiple_of)
+        probs = probs_of(idx)
         if j < len(batches):
             results.append((idx, probs.numpy()))
     if was_training:
@@ -273,9 +317,17 @@ def distributed_predict(accelerator, model, seqs, pad_id: int, batch_size: int, 
     return out
 
 
-def predict_with_tta(accelerator, model, rendered: Rendered, rows, pad_id: int, train_cfg: TrainConfig) -> np.ndarray:
+def predict_with_tta(
+    accelerator, model, rendered: Rendered, rows, pad_id: int, train_cfg: TrainConfig, packed: bool = False, min_seqlen: int | None = None
+) -> np.ndarray:
     seqs = [rendered.ids[i] for i in rows]
-    kw = dict(batch_size=train_cfg.eval_batch_size, max_tokens=train_cfg.eval_max_tokens, pad_to_multiple_of=train_cfg.pad_to_multiple_of)
+    kw = dict(
+        batch_size=train_cfg.eval_batch_size,
+        max_tokens=train_cfg.eval_max_tokens,
+        pad_to_multiple_of=train_cfg.pad_to_multiple_of,
+        packed=packed,
+        min_seqlen=min_seqlen,
+    )
     probs = distributed_predict(accelerator, model, seqs, pad_id, **kw)
     if train_cfg.tta_swap and rendered.ids_swapped is not None:
         seqs_sw = [rendered.ids_swapped[i] for i in rows]
@@ -296,6 +348,7 @@ class Progress:
     stopped_early: bool = False
     pairs_seen: int = 0
     train_seconds: float = 0.0
+    packed: bool = False  # packed batches (states saved before packing existed were padded)
     evals: list = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -392,12 +445,22 @@ def run_fold(
     items = training_items(rendered, train_rows, tc.swap, tc.soft_labels)
     pad_id = tokenizer.pad_token_id
     nproc, rank = accelerator.num_processes, accelerator.process_index
+
+    set_seed(cfg.seed + k)
+    classifier = build_model(cfg.model, tokenizer=tokenizer, device_map=_device_map(accelerator, cfg))
+    packed = use_packing(tc, classifier)
+    trainable, total = count_parameters(classifier)
+    optimizer = torch.optim.AdamW(param_groups(classifier, tc), lr=tc.lr)
+    # Packs go through PackedClassifier's forward, so that accelerate's autocast and DDP's
+    # gradient hooks (both act on the forward) see them.
+    model = packing.PackedClassifier(classifier) if packed else classifier
+
     epoch_cache: dict[int, list] = {}
 
     def batches_of(epoch: int) -> list:
         if epoch not in epoch_cache:
             epoch_cache.clear()
-            full = epoch_batches(items, tc, tc.swap, _epoch_seed(cfg.seed, k, epoch))
+            full = epoch_batches(items, tc, tc.swap, _epoch_seed(cfg.seed, k, epoch), packed=packed)
             epoch_cache[epoch] = shard_batches(full, nproc, rank)
         return epoch_cache[epoch]
 
@@ -407,20 +470,41 @@ def run_fold(
     total_micro = total_steps * tc.grad_accum
     eval_every = max(1, steps_per_epoch // tc.evals_per_epoch)
 
-    set_seed(cfg.seed + k)
-    model = build_model(cfg.model, tokenizer=tokenizer, device_map=_device_map(accelerator, cfg))
-    trainable, total = count_parameters(model)
-    optimizer = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr)
     scheduler = make_scheduler(optimizer, tc, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     hook_handle = _register_state_hooks(accelerator, model)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     eval_model = model if fsdp else accelerator.unwrap_model(model)
+    # static pack shapes for compiled layers: packs padded to the budget, a constant max_seqlen floor
+    min_seqlen = cfg.render.max_length if (packed and tc.compile_layers) else None
+    if packed:
+        attn = packing.enable_packed_attention(classifier)  # after prepare: the varlen probe runs on the device
+        if accelerator.device.type == "cuda" and tc.mixed_precision == "fp16":
+            packing.probe_varlen(accelerator.device, torch.float16)
+        if tc.mixed_precision == "bf16":
+            packing.set_adapter_input_casting(classifier, False)  # LoRA matmuls in bf16 under autocast
+        how = f"packed batches of <= {tc.max_tokens} tokens (attention {attn}, adapter input casting {'off' if tc.mixed_precision == 'bf16' else 'on'})"
+    else:
+        how = "padded length batches"
+    if tc.compile_layers:
+        packing.compile_layers(classifier)
+        how += ", compiled layers"
+    _say(accelerator, f"fold {k}: {how} (train.packing={tc.packing})")
 
-    progress = Progress()
+    def classifier_to_save():
+        inner = accelerator.unwrap_model(model)
+        return inner.model if isinstance(inner, packing.PackedClassifier) else inner
+
+    progress = Progress(packed=packed)
     if (state_dir / PROGRESS_FILE).exists():
         progress = load_state(accelerator, state_dir)
+        if progress.packed != packed:
+            was, now = ("packed", "padded") if progress.packed else ("padded", "packed")
+            raise ConfigError(
+                f"fold {k}: the saved training state in {state_dir} is from {was} batches but this run uses {now} batches; "
+                f"set train.packing to match, or delete {state_dir} to start the fold afresh"
+            )
         _say(accelerator, f"fold {k}: resuming at step {progress.step}/{total_steps} from {state_dir}")
     best_val_path = fold_dir / "best_val.npy"
     best_val = None
@@ -436,7 +520,7 @@ def run_fold(
 
     def evaluate() -> None:
         nonlocal best_val
-        probs = predict_with_tta(accelerator, eval_model, rendered, val_rows, pad_id, tc)
+        probs = predict_with_tta(accelerator, eval_model, rendered, val_rows, pad_id, tc, packed, min_seqlen)
         loss = soft_log_loss(rendered.targets[val_rows], probs)
         acc = float((probs.argmax(1) == rendered.targets[val_rows].argmax(1)).mean())
         improved = progress.best_loss is None or loss < progress.best_loss - 1e-9
@@ -445,9 +529,11 @@ def run_fold(
             progress.best_loss, progress.best_step, progress.bad_evals = loss, progress.step, 0
             best_val = probs
             state = accelerator.get_state_dict(model) if fsdp else None
+            if state is not None and packed:  # the classifier's own names, without PackedClassifier's "model."
+                state = {name.removeprefix("model."): v for name, v in state.items()}
             if accelerator.is_main_process:
                 np.save(best_val_path, probs)
-                save_checkpoint(accelerator.unwrap_model(model), tokenizer, ckpt_dir, cfg, state_dict=state)
+                save_checkpoint(classifier_to_save(), tokenizer, ckpt_dir, cfg, state_dict=state)
             accelerator.wait_for_everyone()
         else:
             progress.bad_evals += 1
@@ -476,12 +562,14 @@ def run_fold(
         idx = batches[progress.pos]
         progress.pos += 1
         progress.micro += 1
-        batch = collate(
-            [{"input_ids": items.seqs[i], "targets": items.targets[i], "weight": items.weights[i], "index": i} for i in idx],
-            pad_id,
-            tc.pad_to_multiple_of,
-        )
-        batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+        rows = [{"input_ids": items.seqs[i], "targets": items.targets[i], "weight": items.weights[i], "index": i} for i in idx]
+        if packed:
+            batch = packing.collate_packed_items(rows, pad_id, pad_to=None if min_seqlen is None else tc.max_tokens)
+            batch.max_seqlen = max(batch.max_seqlen, min_seqlen or 0)
+            batch = batch.to(accelerator.device)
+        else:
+            batch = collate(rows, pad_id, tc.pad_to_multiple_of)
+            batch = {key: v.to(accelerator.device) for key, v in batch.items()}
         loss, stepped = train_step(accelerator, model, optimizer, scheduler, batch, tc)
         dt = time.perf_counter() - t0
         session_seconds += dt
@@ -513,11 +601,11 @@ def run_fold(
     # Predictions of the best weights: OOF from its evaluation, test after reloading it.
     if progress.best_step != progress.step:
         accelerator.wait_for_everyone()
-        load_weights_into(accelerator.unwrap_model(model), ckpt_dir)
+        load_weights_into(classifier_to_save(), ckpt_dir)
     oof = make_predictions(pairs["id"].iloc[val_rows], best_val, cfg.name, k)
     test = None
     if test_rendered is not None and test_pairs is not None and len(test_pairs):
-        probs = predict_with_tta(accelerator, eval_model, test_rendered, np.arange(len(test_pairs)), pad_id, tc)
+        probs = predict_with_tta(accelerator, eval_model, test_rendered, np.arange(len(test_pairs)), pad_id, tc, packed, min_seqlen)
         test = make_predictions(test_pairs["id"], probs, cfg.name, k)
     rate = progress.pairs_seen / max(progress.train_seconds, 1e-9)
     if accelerator.is_main_process:
@@ -531,6 +619,7 @@ def run_fold(
             "steps": progress.step,
             "total_steps": total_steps,
             "stopped_early": progress.stopped_early,
+            "packed": packed,
             "train_pairs": int(len(train_rows)),
             "val_pairs": int(len(val_rows)),
             "pairs_seen": progress.pairs_seen,
@@ -546,7 +635,7 @@ def run_fold(
     hook_handle.remove()
     accelerator.free_memory()
     accelerator._custom_objects.clear()  # the scheduler registered for checkpointing (free_memory keeps it)
-    del model, optimizer, eval_model
+    del model, optimizer, eval_model, classifier
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return FoldResult(k, oof, test, progress.best_loss)
