@@ -145,9 +145,9 @@ def predict_ids(
             return forward_probs(model, [seqs[i] for i in rows], pad_id, device, pad_to_multiple_of)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from prefkit.progress import progress_bar
 
-        bar = tqdm(total=len(seqs), desc=desc, unit="pair", dynamic_ncols=True)
+        bar = progress_bar(total=len(seqs), desc=desc, unit="pair", dynamic_ncols=True)
     with autocast_context(device, mixed_precision):
         for idx in batches:
             out[idx] = probs_of(idx).numpy()

@@ -215,12 +215,13 @@ def _encode_batches(encoder: Encoder, token_ids: list[list[int]], batch_size: in
     """Mean-pooled, L2-normalised embeddings, in the order of ``token_ids``."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+
+    from prefkit.progress import progress_bar
 
     n = len(token_ids)
     order = sorted(range(n), key=lambda i: -len(token_ids[i]))  # longest first: memory peaks early
     result: np.ndarray | None = None
-    bar = tqdm(total=n, desc="embedding", unit="text", disable=not progress, mininterval=2.0)
+    bar = progress_bar(total=n, desc="embedding", unit="text", disable=not progress)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]

@@ -177,9 +177,8 @@ def train_feature_model(
 
     Without ``pairs`` the data comes from ``cfg.data``; without ``folds`` from
     ``cfg.folds`` (:func:`prefkit.data.folds.folds_for`)."""
-    from tqdm.auto import tqdm
-
     from prefkit.data.run_data import load_run_data
+    from prefkit.progress import progress_bar
     from prefkit.data.folds import folds_for, save_fold_map
     from prefkit.metrics import summary
     from prefkit.plots import reliability_diagram
@@ -211,7 +210,7 @@ def train_feature_model(
         test_sum = np.zeros((len(x_test), 3)) if x_test is not None else None
         fold_ids = sorted(set(folds.tolist()))
         per_fold, importance = [], []
-        for k in tqdm(fold_ids, desc=f"{cfg.name} folds", unit="fold"):
+        for k in progress_bar(fold_ids, desc=f"{cfg.name} folds", unit="fold"):
             tr, va = folds != k, folds == k
             xt, yt, wt = _training_set(x[tr], labels[tr], weights[tr], fc.swap_augment)
             xv, yv, wv = _training_set(x[va], labels[va], weights[va], fc.swap_augment)

@@ -431,9 +431,9 @@ def run_fold(
     on_step: StepHook | None = None,
 ) -> FoldResult:
     from accelerate.utils import DistributedType, set_seed
-    from tqdm.auto import tqdm
 
     from prefkit.models.transformer import build_model, count_parameters, load_weights_into, save_checkpoint
+    from prefkit.progress import progress_bar
 
     tc = cfg.train
     fold_dir = cfg.run_dir / f"fold_{k}"
@@ -548,7 +548,7 @@ def run_fold(
         _say(accelerator, f"first training example ({len(first)} tokens):\n{tokenizer.decode(first)}\n")
 
     model.train()
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps, initial=progress.step, desc=f"fold {k}", unit="step", dynamic_ncols=True, disable=not accelerator.is_main_process
     )
     loss_ema = None
