@@ -94,7 +94,6 @@ LENGTHS_REL = Path("data") / "arena_alpacaeval_gpt4" / "test_token_lengths_appro
 LENGTHS_CANDIDATES = [
     ROOT / "shared" / LENGTHS_REL,
     ROOT.parent / "shared" / LENGTHS_REL,
-    Path("/work/shared") / LENGTHS_REL,
 ]
 # Lognormal matched to the arena file (mean 525, sd 367 tokens): sigma^2 = ln(1 + (367/525)^2).
 LOGNORMAL_SIGMA = math.sqrt(math.log(1 + (367 / 525) ** 2))

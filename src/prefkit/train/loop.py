@@ -552,7 +552,7 @@ def run_fold(
         total=total_steps, initial=progress.step, desc=f"fold {k}", unit="step", dynamic_ncols=True, disable=not accelerator.is_main_process
     )
     loss_ema = None
-    session_seconds, session_pairs = 0.0, 0  # training time only (no evaluation), this session
+    run_seconds, run_pairs = 0.0, 0  # training time only (no evaluation), since this start or resume
     while progress.micro < total_micro and not progress.stopped_early:
         batches = batches_of(progress.epoch)
         if progress.pos >= len(batches):
@@ -572,15 +572,15 @@ def run_fold(
             batch = {key: v.to(accelerator.device) for key, v in batch.items()}
         loss, stepped = train_step(accelerator, model, optimizer, scheduler, batch, tc)
         dt = time.perf_counter() - t0
-        session_seconds += dt
-        session_pairs += len(idx) * nproc
+        run_seconds += dt
+        run_pairs += len(idx) * nproc
         progress.train_seconds += dt
         progress.pairs_seen += len(idx) * nproc
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         if not stepped:
             continue
         progress.step += 1
-        rate = session_pairs / max(session_seconds, 1e-9)
+        rate = run_pairs / max(run_seconds, 1e-9)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.4f}", pairs_s=f"{rate:.1f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         if progress.step % tc.log_every_steps == 0 and accelerator.is_main_process:
