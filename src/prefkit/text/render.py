@@ -160,7 +160,7 @@ class PairRenderer:
 
     # -- template pieces ------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def _leading_specials(self) -> list[int]:
         """Special tokens the tokenizer itself puts before a text (e.g. Llama's BOS)."""
@@ -205,7 +205,8 @@ class PairRenderer:
         if not texts:
             return []
         texts = [self._precut(t) for t in texts]
-        out = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        # verbose=False: fields longer than the model's limit are expected here, they are cut below
+        out = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
         return [list(ids) for ids in out]
 
     def tokenize_fields(self, prompts, responses_a, responses_b) -> FieldTokens:
