@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from prefkit.config import TrainConfig, load_config
-from prefkit.models.tiny import toy_pairs, write_tiny_checkpoint
+from prefkit.models.tiny import write_tiny_checkpoint
 from prefkit.predictions import read_predictions
 from prefkit.text.batching import collate, make_length_batches
 from prefkit.train.loop import TrainItems, epoch_batches, train_transformer
@@ -26,15 +26,6 @@ def bert(tmp_path_factory):
     transformers.logging.set_verbosity_error()
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "bert", "bert")
 
-
-@pytest.fixture(scope="module")
-def data():
-    pairs = toy_pairs(36, seed=5)
-    folds = np.arange(len(pairs)) % 3
-    test = toy_pairs(6, seed=9)
-    test[["p_a", "p_b", "p_tie"]] = np.nan
-    test["id"] = [f"t{i}" for i in range(len(test))]
-    return pairs, folds, test
 
 
 def _cfg(tmp_path, bert, *overrides):

@@ -29,15 +29,6 @@ def ckpts(tmp_path_factory):
     return {family: write_tiny_checkpoint(root / family, family) for family in ("llama", "qwen2")}
 
 
-@pytest.fixture(scope="module")
-def data():
-    pairs = toy_pairs(36, seed=5)
-    folds = np.arange(len(pairs)) % 3
-    test = toy_pairs(6, seed=9)
-    test[PROBS] = np.nan
-    test["id"] = [f"t{i}" for i in range(len(test))]
-    return pairs, folds, test
-
 
 def _cfg(root, ckpt, *overrides):
     return load_config(
