@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import lzma
+import math
 import re
 import warnings
 import zipfile
@@ -205,3 +206,17 @@ def read_json_or_jsonl(ctx: ReadContext) -> list[tuple[int, object]]:
         except JSON_ERRORS as err:
             ctx.bad("invalid_json", f"not valid JSON: {_short(err)}", row=lineno)
     return records
+
+
+def as_number(value) -> float:
+    """A label or score cell as a float: numbers and numeric strings; NaN for anything else (bools too)."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return math.nan
+    return math.nan

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prefkit.data.fileio import COMPRESSION_SUFFIXES, JSON_ERRORS, loads, read_csv_text, require_columns
+from prefkit.data.fileio import COMPRESSION_SUFFIXES, JSON_ERRORS, as_number, loads, read_csv_text, require_columns
 from prefkit.data.report import ReadContext
 from prefkit.errors import InputError
 from prefkit.schema import make_pairs, validate_pairs
@@ -122,10 +122,7 @@ def parse_one_hot(ctx: ReadContext, values, row: int, columns=LABEL_COLUMNS) -> 
     numbers = []
     for col, raw in zip(columns, values):
         text = str(raw).strip()
-        try:
-            x = float(text)
-        except ValueError:
-            x = math.nan
+        x = as_number(text)
         if not math.isfinite(x):
             ctx.bad("label_not_numeric", f"label {text[:40]!r} is not a number (expected 0 or 1)", row=row, column=col)
             return None

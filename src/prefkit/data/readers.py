@@ -40,6 +40,7 @@ import pandas as pd
 
 from prefkit.data.fileio import (
     JSON_ERRORS,
+    as_number,
     loads,
     read_csv_text,
     read_json_or_jsonl,
@@ -98,23 +99,22 @@ def _unique_ids(ctx: ReadContext, raw_ids: list[str], rows: list[int], column: s
 # --------------------------------------------------------------------------- JSONL pairs
 
 
-def _as_number(value) -> float:
-    """A label cell as a float: numbers and numeric strings; NaN for anything else (bools too)."""
-    if isinstance(value, bool):
-        return math.nan
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return math.nan
-    return math.nan
+
+def _has_fields(ctx: ReadContext, rec, row: int, fields: tuple[str, ...]) -> bool:
+    """A JSON record that is an object holding every field; otherwise a bad row (False)."""
+    if not isinstance(rec, dict):
+        ctx.bad("not_an_object", "expected a JSON object", row=row)
+        return False
+    missing = [f for f in fields if f not in rec]
+    if missing:
+        ctx.bad("missing_field", "missing field", row=row, column=missing[0])
+        return False
+    return True
 
 
 def _label_012(ctx: ReadContext, value, row: int, column: str) -> list[float] | None:
     """1 = first wins, 2 = second wins, 0 = tie (ints, integral floats or numeric strings)."""
-    x = _as_number(value)
+    x = as_number(value)
     if x == 1.0:
         return A
     if x == 2.0:
@@ -140,12 +140,7 @@ def read_pairwise_jsonl(path: str | Path, *, on_bad_row: str = "error") -> pd.Da
 
     ids, rows, prompts, ra, rb, labels, item_a, item_b = [], [], [], [], [], [], [], []
     for row, rec in records:
-        if not isinstance(rec, dict):
-            ctx.bad("not_an_object", "expected a JSON object", row=row)
-            continue
-        missing = [f for f in ("id1", "id2", "text1", "text2") if f not in rec]
-        if missing:
-            ctx.bad("missing_field", "missing field", row=row, column=missing[0])
+        if not _has_fields(ctx, rec, row, ("id1", "id2", "text1", "text2")):
             continue
         t1 = _text(ctx, rec["text1"], row, "text1")
         t2 = _text(ctx, rec["text2"], row, "text2")
@@ -429,7 +424,7 @@ def _alpaca_label(ctx: ReadContext, value, row: int) -> list[float] | None | str
     """Label from an AlpacaEval ``preference``; ``"null"`` for a null preference."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
-    x = _as_number(value)
+    x = as_number(value)
     if x == 1.0:
         return A
     if x == 2.0:
@@ -458,12 +453,7 @@ def read_alpaca_eval(path: str | Path, *, on_bad_row: str = "error") -> pd.DataF
     ids, rows, prompts, ra, rb, labels, ma, mb = [], [], [], [], [], [], [], []
     counts: dict[str, int] = {}
     for row, rec in records:
-        if not isinstance(rec, dict):
-            ctx.bad("not_an_object", "expected a JSON object", row=row)
-            continue
-        missing = [f for f in ("instruction", "output_1", "output_2", "preference") if f not in rec]
-        if missing:
-            ctx.bad("missing_field", "missing field", row=row, column=missing[0])
+        if not _has_fields(ctx, rec, row, ("instruction", "output_1", "output_2", "preference")):
             continue
         label = _alpaca_label(ctx, rec["preference"], row)
         if label is None:
@@ -770,10 +760,7 @@ def read_scores_csv(
         values = []
         for c in score_columns:
             text = str(col[c][i]).strip()
-            try:
-                x = float(text)
-            except ValueError:
-                x = math.nan
+            x = as_number(text)
             if not math.isfinite(x):
                 ctx.bad("score_not_numeric", f"score {text[:40]!r} is not a number", row=row, column=c)
                 break
