@@ -16,3 +16,17 @@ def data():
     test[list(LABELS)] = np.nan
     test["id"] = [f"t{i}" for i in range(len(test))]
     return pairs, folds, test
+
+
+class Killed(Exception):
+    """Stands for a run killed mid-training (raised by :func:`kill_at`'s hook)."""
+
+
+def kill_at(step: int):
+    """An ``on_step`` hook for ``train_transformer`` that stops the run at ``step``."""
+
+    def hook(fold, current):
+        if current == step:
+            raise Killed
+
+    return hook

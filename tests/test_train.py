@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Killed, kill_at
 import torch
 import torch.nn.functional as F
 
@@ -146,15 +147,8 @@ def test_resume_after_interruption_gives_the_same_oof(tmp_path, bert, data):
 
     cfg = _cfg(tmp_path / "b", bert, *common)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(fold, step):
-        if step == 5:
-            raise Killed
-
     with pytest.raises(Killed):
-        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at_5)
+        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at(5))
     state = cfg.run_dir / "fold_1" / "state"
     assert json.loads((state / "progress.json").read_text())["step"] == 4
     assert not (cfg.run_dir / "fold_1" / "done.json").exists()

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import Killed, kill_at
 import torch
 
 from prefkit.config import TrainConfig, load_config
@@ -170,15 +171,8 @@ def test_resume_with_packing_gives_the_same_oof(tmp_path, ckpts, data):
     full = train_transformer(_cfg(tmp_path / "a", ckpts["llama"], *common), pairs, folds, test_pairs=test)
     cfg = _cfg(tmp_path / "b", ckpts["llama"], *common)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(fold, step):
-        if step == 5:
-            raise Killed
-
     with pytest.raises(Killed):
-        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at_5)
+        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at(5))
     state = cfg.run_dir / "fold_1" / "state"
     assert json.loads((state / "progress.json").read_text())["packed"]
 
