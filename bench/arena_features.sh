@@ -18,6 +18,7 @@ else
 fi
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
+source bench/lib.sh
 OUT=runs/bench_features/$(basename "$DATA")
 SUBMISSION=$OUT/submission.csv
 rm -f "$SUBMISSION"
@@ -28,18 +29,7 @@ rm -f "$SUBMISSION"
     data.dir="$DATA" output_dir="$OUT" stack.name=stack stack.submission="$SUBMISSION"
 
 oof=$("$BIN/python" -c 'import json, sys; print("%.5f" % json.load(open(sys.argv[1]))["oof"]["log_loss"])' "$OUT/stack/metrics.json")
-solution=""
-for suffix in "" .xz .gz .bz2 .zip .zst; do
-    [ -f "$DATA/solution.csv$suffix" ] && { solution=$DATA/solution.csv$suffix; break; }
-done
 predictions=$SUBMISSION
 [ -f "$predictions" ] || predictions=$OUT/stack/test.csv
-test=nan
-if [ -n "$solution" ] && [ -f "$predictions" ]; then
-    echo "== test: $predictions vs $solution"
-    scores=$("$BIN/prefkit" score "$predictions" "$solution")
-    echo "$scores"
-    test=$(echo "$scores" | tail -n 1 | sed -n 's/^log_loss=\([^ ]*\).*/\1/p')
-    test=$(printf '%.5f' "$test")
-fi
+test=$(test_logloss "$predictions" "$(find_data_file "$DATA" solution)")
 echo "test_logloss=$test oof_logloss=$oof"

@@ -32,6 +32,7 @@ done
 [ ${#positional[@]} -ge 2 ] && MODEL=$(cd "${positional[1]}" && pwd)
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
+source bench/lib.sh
 OUT=runs/bench_transformer/$(basename "$DATA")
 mkdir -p "$OUT"
 
@@ -53,15 +54,8 @@ echo "== feature model"
 "$BIN/prefkit" stack "$OUT/features" "$OUT/transformer" -c configs/arena_features.yaml \
     data.dir="$DATA" output_dir="$OUT" stack.name=stack_all stack.submission="$OUT/submission.csv"
 
-solution=""
-for suffix in "" .xz .gz .bz2 .zip .zst; do
-    [ -f "$DATA/solution.csv$suffix" ] && { solution=$DATA/solution.csv$suffix; break; }
-done
-score() {  # log loss of a prediction file against the solution, or nan
-    [ -n "$solution" ] && [ -f "$1" ] || { echo nan; return; }
-    "$BIN/prefkit" score "$1" "$solution" | tail -n 1 | sed -n 's/^log_loss=\([^ ]*\).*/\1/p' | xargs printf '%.5f'
-}
-stacked=$(score "$OUT/submission.csv")
-features=$(score "$OUT/features_only.csv")
-transformer=$(score "$OUT/transformer/test.csv")
+solution=$(find_data_file "$DATA" solution)
+stacked=$(test_logloss "$OUT/submission.csv" "$solution")
+features=$(test_logloss "$OUT/features_only.csv" "$solution")
+transformer=$(test_logloss "$OUT/transformer/test.csv" "$solution")
 echo "test_logloss=$stacked features_only=$features transformer_only=$transformer"

@@ -56,12 +56,6 @@ def fetch_models(
         typer.echo(f"{result.name}: {result.status} ({result.files} file(s)){extra} -> {result.path}")
 
 
-def _read_pairs(path: str):
-    from prefkit.data.kaggle import read_kaggle_csv
-
-    return read_kaggle_csv(path)
-
-
 @app.command("embed")
 def embed(
     data: Annotated[list[str], typer.Argument(help="Kaggle-layout CSV(s) (train.csv, test.csv; .xz/.gz allowed).", show_default=False)],
@@ -94,6 +88,7 @@ def embed(
     import numpy as np
     import pandas as pd
 
+    from prefkit.data.kaggle import read_kaggle_csv
     from prefkit.models.embeddings import pair_embedding_features, write_features
     from prefkit.schema import has_labels
 
@@ -108,7 +103,7 @@ def embed(
 
         torch.set_num_threads(max(1, threads))
 
-    tables = [_read_pairs(p) for p in data]
+    tables = [read_kaggle_csv(p) for p in data]
     pairs = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     dup = pairs["id"].duplicated()
     if dup.any():
@@ -117,7 +112,7 @@ def embed(
     fit_pairs, fit_source = None, None
     if svd_dim > 0:
         if fit_on is not None:
-            fit_pairs, fit_source = _read_pairs(fit_on), fit_on
+            fit_pairs, fit_source = read_kaggle_csv(fit_on), fit_on
         else:
             if not has_labels(tables[0]):
                 raise InputError(

@@ -1,0 +1,17 @@
+# Helpers shared by the bench scripts (sourced; they set BIN to the folder holding `prefkit`).
+
+# find_data_file DIR STEM: DIR/STEM.csv, plain or compressed; prints nothing when absent.
+find_data_file() {
+    local suffix
+    for suffix in "" .xz .gz .bz2 .zip .zst; do
+        [ -f "$1/$2.csv$suffix" ] && { echo "$1/$2.csv$suffix"; return; }
+    done
+}
+
+# test_logloss PREDICTIONS SOLUTION: the log loss with 5 decimals (all scores go to stderr),
+# or nan when there is no solution or no prediction file.
+test_logloss() {
+    [ -n "$2" ] && [ -f "$1" ] || { echo nan; return; }
+    "$BIN/prefkit" score "$1" "$2" | tee /dev/stderr | tail -n 1 \
+        | sed -n 's/^log_loss=\([^ ]*\).*/\1/p' | xargs printf '%.5f'
+}
