@@ -13,9 +13,9 @@ from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.errors import InputError
 from prefkit.features import pair_features, swap_features
 from prefkit.metrics import prior_log_loss
-from prefkit.models.feature_model import SWAP_CLASSES, hard_rows, predict_pairs, train_feature_model
+from prefkit.models.feature_model import hard_rows, predict_pairs, train_feature_model
 from prefkit.predictions import read_predictions
-from prefkit.schema import label_matrix
+from prefkit.schema import SWAP_ORDER, label_matrix
 
 FAST = ["features.num_threads=1", "features.learning_rate=0.1", "features.early_stopping_rounds=20", "folds.n_folds=3"]
 
@@ -70,7 +70,7 @@ def test_swap_tta_predictions_are_exactly_antisymmetric(trained):
     booster = lgb.Booster(model_file=str(result.run_dir / "models" / "fold_0.txt"))
     p = predict_pairs(booster, x)
     q = predict_pairs(booster, swap_features(x))
-    assert np.allclose(p, q[:, SWAP_CLASSES], atol=1e-12)
+    assert np.allclose(p, q[:, SWAP_ORDER], atol=1e-12)
 
 
 def test_hard_rows_expand_soft_labels():

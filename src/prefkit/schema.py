@@ -38,6 +38,9 @@ LABELS = ("p_a", "p_b", "p_tie")
 PAIR_COLUMNS = ("id", "group", "prompt", "response_a", "response_b", *LABELS, "weight")
 OPTIONAL_PAIR_COLUMNS = ("model_a", "model_b", "item_a", "item_b", "n_votes")
 ITEM_COLUMNS = ("id", "text")
+# Class index (A, B, tie) after an A/B swap: A and B exchange, ties stay ties. Indexing a
+# label or probability matrix with it undoes (or applies) a swap.
+SWAP_ORDER = np.array([1, 0, 2])
 
 _WS = re.compile(r"\s+")
 

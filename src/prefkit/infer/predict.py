@@ -26,14 +26,13 @@ import torch
 
 from prefkit.errors import ConfigError
 from prefkit.models import packing
+from prefkit.schema import SWAP_ORDER
 from prefkit.text.batching import collate_ids, make_length_batches
-
-SWAP_INDEX = [1, 0, 2]  # (A, B, tie) of the swapped pair -> (B, A, tie) of the original
 
 
 def swap_probs(probs: np.ndarray) -> np.ndarray:
     """Probabilities of a swapped pair expressed for the original order."""
-    return np.asarray(probs)[:, SWAP_INDEX]
+    return np.asarray(probs)[:, SWAP_ORDER]
 
 
 def autocast_context(device: torch.device, mixed_precision: str = "no"):

@@ -29,11 +29,10 @@ from prefkit.config import FeaturesConfig, RunConfig, save_config
 from prefkit.errors import InputError
 from prefkit.features import join_extra_features, pair_features, swap_features
 from prefkit.predictions import OOF_FILE, TEST_FILE, make_predictions, write_predictions
-from prefkit.schema import label_matrix
+from prefkit.schema import SWAP_ORDER, label_matrix
 
 log = logging.getLogger("prefkit.features")
 
-SWAP_CLASSES = np.array([1, 0, 2])  # class index after an A/B swap (ties stay ties)
 
 
 @dataclass
@@ -115,7 +114,7 @@ def _training_set(x: pd.DataFrame, labels: np.ndarray, weights: np.ndarray, swap
     feats = x.iloc[rows]
     if not swap:
         return feats, cls, w
-    return pd.concat([feats, swap_features(feats)]), np.concatenate([cls, SWAP_CLASSES[cls]]), np.concatenate([w, w])
+    return pd.concat([feats, swap_features(feats)]), np.concatenate([cls, SWAP_ORDER[cls]]), np.concatenate([w, w])
 
 
 def predict_pairs(booster, x: pd.DataFrame, tta_swap: bool = True) -> np.ndarray:
@@ -124,7 +123,7 @@ def predict_pairs(booster, x: pd.DataFrame, tta_swap: bool = True) -> np.ndarray
     probs = booster.predict(x, num_iteration=it)
     if tta_swap:
         swapped = booster.predict(swap_features(x), num_iteration=it)
-        probs = (probs + swapped[:, SWAP_CLASSES]) / 2.0
+        probs = (probs + swapped[:, SWAP_ORDER]) / 2.0
     return probs
 
 

@@ -50,10 +50,10 @@ import torch
 
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
-from prefkit.infer.predict import SWAP_INDEX, forward_probs, forward_probs_packed, packed_budget, swap_probs, use_packing
+from prefkit.infer.predict import forward_probs, forward_probs_packed, packed_budget, swap_probs, use_packing
 from prefkit.models import packing
 from prefkit.predictions import make_predictions, prob_matrix, read_predictions, write_predictions
-from prefkit.schema import label_matrix
+from prefkit.schema import SWAP_ORDER, label_matrix
 from prefkit.text.batching import collate, make_length_batches
 from prefkit.train.losses import soft_cross_entropy, soft_log_loss
 
@@ -160,7 +160,7 @@ def training_items(rendered: Rendered, rows: np.ndarray, swap: str, soft_labels:
         if rendered.ids_swapped is None:
             raise ValueError("swap augmentation needs the swapped renderings")
         seqs = seqs + [rendered.ids_swapped[i] for i in rows]
-        targets = np.concatenate([targets, targets[:, SWAP_INDEX]])
+        targets = np.concatenate([targets, targets[:, SWAP_ORDER]])
         weights = np.concatenate([weights, weights])
     return TrainItems(seqs, targets, weights, len(rows))
 
