@@ -88,13 +88,3 @@ def validate_predictions(preds: pd.DataFrame, source: str = "predictions") -> pd
         row = int(np.flatnonzero(bad)[0])
         raise InputError(f"probabilities {probs[row].tolist()} are not a distribution", file=source, row=row + 1, column="p_a")
     return preds
-
-
-def align(preds: pd.DataFrame, ids, source: str = "predictions") -> pd.DataFrame:
-    """Reorder predictions to ``ids``; every id must be present."""
-    ids = pd.Index([str(i) for i in ids])
-    indexed = preds.set_index(preds["id"].astype(str))
-    missing = ids.difference(indexed.index)
-    if len(missing):
-        raise InputError(f"{len(missing)} id(s) missing, first {missing[0]!r}", file=source, column="id")
-    return indexed.loc[ids].reset_index(drop=True)

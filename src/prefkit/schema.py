@@ -26,7 +26,6 @@ and any number of float score columns.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 
 import numpy as np
@@ -55,9 +54,6 @@ def prompt_group(turns: list[str]) -> str:
     joined = "\x1e".join(normalise_text(t) for t in turns)
     return hashlib.sha1(joined.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
-
-def empty_pairs() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object if c in ("id", "group", "prompt", "response_a", "response_b") else float) for c in PAIR_COLUMNS})
 
 
 def make_pairs(
@@ -180,7 +176,3 @@ def swap_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
 def turns_text(turns: list[str]) -> str:
     """All turns joined, for features that read a side as one text."""
     return "\n".join(turns)
-
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
