@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,3 +82,23 @@ def test_cli_bad_override_exits_2_with_one_line():
     assert proc.stderr.strip().startswith("error:")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_file_validates(path):
+    cfg = load_config(path, [])
+    # Experiment files state only differences: whatever they leave out keeps its default.
+    stated = yaml.safe_load(path.read_text())
+    assert cfg.seed == stated.get("seed", RunConfig().seed)
+
+
+def test_fsdp_launch_config_is_read_by_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    launch = load_config_from_file(str(CONFIGS / "accelerate" / "fsdp.yaml"))
+    assert launch.distributed_type == DistributedType.FSDP
+    assert launch.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"

@@ -138,6 +138,9 @@ def test_fold_run_writes_oof_test_checkpoints_and_log(tmp_path, bert, data):
     assert (run / "config.yaml").exists()
     done = json.loads((run / "fold_0" / "done.json").read_text())
     assert done["steps"] == 4 and done["train_pairs_per_second"] > 0
+    # The fold records what produced it, since a resumed run may carry another config.yaml.
+    assert done["device"] == "cpu x1" and done["mixed_precision"] == "no"
+    assert done["model"] == cfg.model.name_or_path and done["max_length"] == cfg.render.max_length
 
 
 def test_resume_after_interruption_gives_the_same_oof(tmp_path, bert, data):
@@ -176,6 +179,9 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
 
     again = train_transformer(cfg, pairs, folds, on_step=must_not_train)
     pd.testing.assert_frame_equal(again.oof, first.oof)
+    # The log says how the skipped fold was produced (it may come from another machine).
+    assert "fold 0: finished earlier, skipped (val log loss" in (cfg.run_dir / "train.log").read_text()
+    assert "cpu x1, no, max_length" in (cfg.run_dir / "train.log").read_text()
 
     trained = []
     cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": [0, 2]})})

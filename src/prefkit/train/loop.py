@@ -50,9 +50,20 @@ import torch
 
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
-from prefkit.infer.predict import forward_probs, forward_probs_packed, packed_budget, swap_probs, use_packing
+from prefkit.infer.predict import (
+    forward_probs,
+    forward_probs_packed,
+    packed_budget,
+    swap_probs,
+    use_packing,
+)
 from prefkit.models import packing
-from prefkit.predictions import make_predictions, prob_matrix, read_predictions, write_predictions
+from prefkit.predictions import (
+    make_predictions,
+    prob_matrix,
+    read_predictions,
+    write_predictions,
+)
 from prefkit.schema import SWAP_ORDER, label_matrix
 from prefkit.text.batching import collate, make_length_batches
 from prefkit.train.losses import soft_cross_entropy, soft_log_loss
@@ -110,6 +121,13 @@ def _say(accelerator, text: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(text, file=sys.stderr)
+
+
+def device_name(accelerator) -> str:
+    """What ran the fold, for the record in ``done.json``: "cuda:<GPU name> x<processes>" or "cpu x<processes>"."""
+    device = accelerator.device
+    name = f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+    return f"{name} x{accelerator.num_processes}"
 
 
 def _epoch_seed(seed: int, fold: int, epoch: int) -> int:
@@ -311,7 +329,9 @@ def distributed_predict(
     if was_training:
         model.train()
     if nproc > 1:
-        results = accelerator.gather_object(results)
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)  # every process's (rows, probs) list, concatenated
     for idx, probs in results:
         out[idx] = probs
     return out
@@ -432,10 +452,16 @@ def run_fold(
 ) -> FoldResult:
     from accelerate.utils import DistributedType, set_seed
 
-    from prefkit.models.transformer import build_model, count_parameters, load_weights_into, save_checkpoint
+    from prefkit.models.transformer import (
+        build_model,
+        count_parameters,
+        load_weights_into,
+        save_checkpoint,
+    )
     from prefkit.progress import progress_bar
 
     tc = cfg.train
+    fold_start = time.perf_counter()
     fold_dir = cfg.run_dir / f"fold_{k}"
     state_dir, ckpt_dir = fold_dir / "state", fold_dir / "checkpoint"
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -625,6 +651,12 @@ def run_fold(
             "pairs_seen": progress.pairs_seen,
             "train_seconds": round(progress.train_seconds, 2),
             "train_pairs_per_second": round(rate, 2),
+            # What produced this fold: a resumed run may run under a different config.yaml.
+            "device": device_name(accelerator),
+            "mixed_precision": tc.mixed_precision,
+            "model": cfg.model.name_or_path,
+            "max_length": cfg.render.max_length,
+            "wall_seconds_since_start": round(time.perf_counter() - fold_start, 1),
             "evals": progress.evals,
         }
         (fold_dir / DONE_FILE).write_text(json.dumps(done, indent=2) + "\n")
@@ -635,7 +667,7 @@ def run_fold(
     hook_handle.remove()
     accelerator.free_memory()
     accelerator._custom_objects.clear()  # the scheduler registered for checkpointing (free_memory keeps it)
-    del model, optimizer, eval_model, classifier
+    model = optimizer = eval_model = classifier = None  # free the fold's weights (closures above hold them)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return FoldResult(k, oof, test, progress.best_loss)
@@ -662,6 +694,16 @@ def _read_done_fold(fold_dir: Path, k: int) -> FoldResult:
     test = read_predictions(fold_dir / "test.csv") if (fold_dir / "test.csv").exists() else None
     done = json.loads((fold_dir / DONE_FILE).read_text())
     return FoldResult(k, oof, test, done.get("val_log_loss"), skipped=True)
+
+
+def describe_done_fold(fold_dir: Path) -> str:
+    """One line on how a finished fold was produced, from its ``done.json``."""
+    done = json.loads((fold_dir / DONE_FILE).read_text())
+    parts = [f"val log loss {done['val_log_loss']:.4f}"]
+    if "device" in done:
+        parts.append(f"{done['device']}, {done['mixed_precision']}, max_length {done['max_length']}")
+    parts.append(f"{done['train_seconds']:.0f}s training at {done['train_pairs_per_second']:.0f} pairs/s")
+    return "; ".join(parts)
 
 
 def combine_folds(cfg: RunConfig, pairs: pd.DataFrame) -> TrainResult:
@@ -725,11 +767,12 @@ def train_transformer(
         todo = [k for k in folds if not (run_dir / f"fold_{k}" / DONE_FILE).exists()]
         for k in folds:
             if k not in todo:
-                _say(accelerator, f"fold {k}: finished earlier, skipped")
+                _say(accelerator, f"fold {k}: finished earlier, skipped ({describe_done_fold(run_dir / f'fold_{k}')})")
         _say(
             accelerator,
             f"run {cfg.name}: {len(pairs)} pairs, folds {folds} ({len(todo)} to train), model {cfg.model.name_or_path}, "
-            f"device {accelerator.device}, mixed precision {cfg.train.mixed_precision}",
+            f"device {accelerator.device} x{accelerator.num_processes} ({accelerator.distributed_type.value}), "
+            f"mixed precision {cfg.train.mixed_precision}",
         )
         if todo:
             tokenizer = load_tokenizer(cfg.model)
