@@ -1,9 +1,10 @@
-"""Several processes (torchrun, DDP over gloo on CPU): the folds train, the
-validation and test predictions of every process are gathered into complete files, and
-the fold checkpoint reproduces them on its own."""
+"""Several processes (torchrun, DDP over gloo on CPU): the folds train, the validation and
+test predictions of every process are gathered into complete files, the fold checkpoint
+reproduces them on its own, and an interrupted run resumes to the same predictions."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,19 @@ from prefkit.infer.predict import Predictor
 from prefkit.models.tiny import write_tiny_checkpoint
 from prefkit.predictions import prob_matrix, read_predictions
 
+COMMON = [
+    "model.lora.enabled=true", "render.max_length=48", "train.batch_size=4", "train.eval_batch_size=5",
+    "train.folds=[1]", "train.device=cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def arena(tmp_path_factory):
+    """A small Kaggle-layout folder and a tiny random Llama."""
+    root = tmp_path_factory.mktemp("ddp")
+    write_synthetic_arena(root / "data", n_train=120, n_test=21, seed=3)
+    return root / "data", write_tiny_checkpoint(root / "llama", "llama", hidden=32)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -24,32 +38,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("batches", [[], ["train.max_tokens=120", "train.packing=on"]], ids=["padded", "packed"])
-def test_two_process_run_gathers_complete_predictions(tmp_path, batches):
-    data = tmp_path / "data"
-    write_synthetic_arena(data, n_train=120, n_test=21, seed=3)
-    model = write_tiny_checkpoint(tmp_path / "llama", "llama", hidden=32)
-    # torchrun (what `accelerate launch` runs on GPUs); accelerate reads its environment.
+def _train_two_processes(arena, output_dir, *overrides) -> None:
+    """`prefkit train-transformer` under torchrun (what `accelerate launch` runs on GPUs)."""
+    data, model = arena
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        "-m", "prefkit", "train-transformer",
-        "name=ddp", f"output_dir={tmp_path / 'runs'}", f"data.dir={data}", f"model.name_or_path={model}",
-        "model.lora.enabled=true", "render.max_length=48", "train.batch_size=4", "train.eval_batch_size=5",
-        "train.max_steps=3", "train.folds=[1]", "train.device=cpu", *batches,
+        "-m", "prefkit", "train-transformer", "name=ddp", f"output_dir={output_dir}", f"data.dir={data}",
+        f"model.name_or_path={model}", *COMMON, *overrides,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
 
-    fold = tmp_path / "runs" / "ddp" / "fold_1"
+
+@pytest.mark.parametrize("batches", [[], ["train.max_tokens=120", "train.packing=on"]], ids=["padded", "packed"])
+def test_two_process_run_gathers_complete_predictions(tmp_path, arena, batches):
+    _train_two_processes(arena, tmp_path, "train.max_steps=3", *batches)
+    fold = tmp_path / "ddp" / "fold_1"
     record = json.loads((fold / "done.json").read_text())
     assert record["device"] == "cpu x2" and record["packed"] == bool(batches)
     oof = read_predictions(fold / "oof.csv")
     assert len(oof) == record["val_pairs"] and oof["id"].is_unique  # every validation row, once
-    test_pairs = read_kaggle_csv(data / "test.csv")
+    test_pairs = read_kaggle_csv(arena[0] / "test.csv")
     test = read_predictions(fold / "test.csv")
     assert list(test["id"]) == list(test_pairs["id"].astype(str))
     assert np.allclose(prob_matrix(test).sum(axis=1), 1.0)
     # The saved checkpoint, loaded in one process, gives the gathered test predictions.
     again = Predictor(fold / "checkpoint", device="cpu").predict(test_pairs)
     np.testing.assert_allclose(again, prob_matrix(test), atol=1e-5)
+
+
+def test_two_process_run_resumes_to_the_same_predictions(tmp_path, arena):
+    steps = ["train.max_steps=4", "train.evals_per_epoch=1", "train.state_every_steps=1", "train.keep_state=true"]
+    _train_two_processes(arena, tmp_path / "full", *steps)
+    fold = tmp_path / "full" / "ddp" / "fold_1"
+    # Stand-in for a run killed after step 3: its last state kept, the fold not finished.
+    cut = tmp_path / "cut" / "ddp" / "fold_1"
+    cut.mkdir(parents=True)
+    shutil.copytree(fold / "state", cut / "state")
+    assert json.loads((cut / "state" / "progress.json").read_text())["step"] == 3
+
+    _train_two_processes(arena, tmp_path / "cut", *steps)
+    assert "resuming at step 3" in (tmp_path / "cut" / "ddp" / "train.log").read_text()
+    for name in ("oof.csv", "test.csv"):
+        resumed, full = read_predictions(cut / name), read_predictions(fold / name)
+        np.testing.assert_allclose(prob_matrix(resumed), prob_matrix(full), atol=1e-6)

@@ -381,11 +381,14 @@ class Progress:
 
 def _register_state_hooks(accelerator, model) -> None:
     """Save only trainable weights in the training state (LoRA: adapters + head), load them back."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # Names without the DDP wrapper's "module.": accelerate hands the hook unwrapped state dicts.
+    trainable = {n.removeprefix("module.") for n, p in model.named_parameters() if p.requires_grad}
 
     def save_hook(models, weights, output_dir):
         for i, sd in enumerate(weights):
-            weights[i] = {k: v for k, v in sd.items() if k in trainable}
+            weights[i] = {k: v for k, v in sd.items() if k.removeprefix("module.") in trainable}
+            if trainable and not weights[i]:
+                raise RuntimeError(f"training state would hold no weights: none of {len(sd)} state-dict names is a trainable parameter")
 
     return accelerator.register_save_state_pre_hook(save_hook)
 
