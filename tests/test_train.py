@@ -177,7 +177,10 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
     def must_not_train(fold, step):
         raise AssertionError(f"fold {fold} trained again")
 
-    again = train_transformer(cfg, pairs, folds, on_step=must_not_train)
+    trained_with = (cfg.run_dir / "config.yaml").read_text()
+    relaunched = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
+    again = train_transformer(relaunched, pairs, folds, on_step=must_not_train)
+    assert (cfg.run_dir / "config.yaml").read_text() == trained_with  # combining keeps the training config
     pd.testing.assert_frame_equal(again.oof, first.oof)
     # The log says how the skipped fold was produced (it may come from another machine).
     assert "fold 0: finished earlier, skipped (val log loss" in (cfg.run_dir / "train.log").read_text()

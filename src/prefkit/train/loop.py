@@ -761,13 +761,14 @@ def train_transformer(
     run_dir = cfg.run_dir
     handler = setup_run_logging(run_dir, accelerator.is_main_process)
     try:
-        if accelerator.is_main_process:
-            save_config(cfg, run_dir)
         folds = cfg.train.folds if cfg.train.folds is not None else sorted(int(f) for f in np.unique(fold_ids) if f >= 0)
         unknown = [f for f in folds if f not in set(fold_ids.tolist())]
         if unknown:
             raise ConfigError(f"train.folds: fold(s) {unknown} not in the fold map")
         todo = [k for k in folds if not (run_dir / f"fold_{k}" / DONE_FILE).exists()]
+        # A call that only combines finished folds keeps the config they were trained with.
+        if accelerator.is_main_process and (todo or not (run_dir / "config.yaml").exists()):
+            save_config(cfg, run_dir)
         for k in folds:
             if k not in todo:
                 _say(accelerator, f"fold {k}: finished earlier, skipped ({describe_done_fold(run_dir / f'fold_{k}')})")
