@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
 from prefkit import metrics
-from prefkit.plots import fold_scores_plot, reliability_diagram
+from prefkit.plots import fold_scores_plot, learning_curves_plot, reliability_diagram
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +102,13 @@ def test_reliability_diagram_png(tmp_path):
 def test_fold_scores_plot_png(tmp_path):
     path = fold_scores_plot({"lgbm": [0.91, 0.93, 0.9], "lr": [0.95, 0.96, 0.94]}, tmp_path / "folds.png")
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_learning_curves_plot_png(tmp_path):
+    evals = {
+        0: [{"step": 10, "val_log_loss": 0.9, "train_loss": 1.0}, {"step": 20, "val_log_loss": 0.8, "train_loss": 0.85}],
+        1: [{"step": 10, "val_log_loss": 0.95}, {"step": 20, "val_log_loss": 0.97}],  # no training loss recorded
+    }
+    assert learning_curves_plot(evals, tmp_path / "curves.png").read_bytes().startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="no evaluations"):
+        learning_curves_plot({0: []}, tmp_path / "none.png")

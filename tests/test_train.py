@@ -138,6 +138,9 @@ def test_fold_run_writes_oof_test_checkpoints_and_log(tmp_path, bert, data):
     assert (run / "config.yaml").exists()
     done = json.loads((run / "fold_0" / "done.json").read_text())
     assert done["steps"] == 4 and done["train_pairs_per_second"] > 0
+    assert done["evals"][-1]["step"] == 4 and all(e["train_loss"] > 0 for e in done["evals"])
+    for plot in ("learning_curves.png", "reliability.png"):
+        assert (run / plot).read_bytes().startswith(b"\x89PNG")
     # The fold records what produced it, since a resumed run may carry another config.yaml.
     assert done["device"] == "cpu x1" and done["mixed_precision"] == "no"
     assert done["model"] == cfg.model.name_or_path and done["max_length"] == cfg.render.max_length

@@ -1,4 +1,4 @@
-"""PNG plots: reliability diagram of 3-way predictions, per-fold scores.
+"""PNG plots: reliability diagram of 3-way predictions, per-fold scores, learning curves.
 
 Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend
 change), so plotting works headless and never opens a window.
@@ -108,5 +108,43 @@ def fold_scores_plot(scores, path: str | Path, metric: str = "log loss", title: 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Learning curves") -> Path:
+    """Validation log loss against step, a line per fold, each fold's best evaluation starred;
+    beside it, the mean training loss between evaluations when the evaluations carry it.
+
+    ``evals_by_fold``: ``{fold: [{"step", "val_log_loss", ["train_loss"]}, ...]}`` (the
+    ``evals`` of each fold's ``done.json``).
+    """
+    curves = {fold: evals for fold, evals in sorted(evals_by_fold.items()) if evals}
+    if not curves:
+        raise ValueError("no evaluations to plot")
+    with_train = any("train_loss" in e for evals in curves.values() for e in evals)
+    fig = _figure(11.5 if with_train else 6.5, 4.2)
+    val_ax = fig.add_subplot(1, 2 if with_train else 1, 1)
+    train_ax = fig.add_subplot(1, 2, 2, sharey=val_ax) if with_train else None
+    for fold, evals in curves.items():
+        steps = [e["step"] for e in evals]
+        val = [e["val_log_loss"] for e in evals]
+        best = int(np.argmin(val))
+        (line,) = val_ax.plot(steps, val, marker="o", ms=3, lw=1.3, label=f"fold {fold}: best {val[best]:.4f} at {steps[best]}")
+        val_ax.plot(steps[best], val[best], marker="*", ms=12, color=line.get_color(), zorder=3)
+        if train_ax is not None:
+            points = [(e["step"], e["train_loss"]) for e in evals if "train_loss" in e]
+            if points:
+                train_ax.plot(*zip(*points), marker="o", ms=3, lw=1.3, color=line.get_color(), label=f"fold {fold}")
+    val_ax.set_xlabel("optimizer step")
+    val_ax.set_ylabel("log loss")
+    val_ax.set_title("validation (the fold's held-out pairs)", fontsize=10)
+    val_ax.grid(alpha=0.3)
+    val_ax.legend(fontsize=8, frameon=False)
+    if train_ax is not None:
+        train_ax.set_xlabel("optimizer step")
+        train_ax.set_title("training loss (mean since the previous evaluation)", fontsize=10)
+        train_ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return _save(fig, path)

@@ -547,13 +547,19 @@ def run_fold(
         f"{nproc} process(es)); parameters {trainable:,} trainable of {total:,}",
     )
 
+    since_eval = [0.0, 0]  # training loss sum and micro-batch count since the last evaluation
+
     def evaluate() -> None:
         nonlocal best_val
         probs = predict_with_tta(accelerator, eval_model, rendered, val_rows, pad_id, tc, packed, min_seqlen)
         loss = soft_log_loss(rendered.targets[val_rows], probs)
         acc = float((probs.argmax(1) == rendered.targets[val_rows].argmax(1)).mean())
         improved = progress.best_loss is None or loss < progress.best_loss - 1e-9
-        progress.evals.append({"step": progress.step, "val_log_loss": loss, "val_accuracy": acc})
+        record = {"step": progress.step, "val_log_loss": loss, "val_accuracy": acc}
+        if since_eval[1]:
+            record["train_loss"] = since_eval[0] / since_eval[1]
+        since_eval[:] = [0.0, 0]
+        progress.evals.append(record)
         if improved:
             progress.best_loss, progress.best_step, progress.bad_evals = loss, progress.step, 0
             best_val = probs
@@ -606,6 +612,8 @@ def run_fold(
         progress.train_seconds += dt
         progress.pairs_seen += len(idx) * nproc
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+        since_eval[0] += loss
+        since_eval[1] += 1
         if not stepped:
             continue
         progress.step += 1
@@ -709,6 +717,16 @@ def describe_done_fold(fold_dir: Path) -> str:
     return "; ".join(parts)
 
 
+def _plot_run(cfg: RunConfig, results: list[FoldResult], labels: np.ndarray, oof: np.ndarray) -> None:
+    """``learning_curves.png`` (each fold's evaluations) and ``reliability.png`` (the OOF)."""
+    from prefkit.plots import learning_curves_plot, reliability_diagram
+
+    evals = {r.fold: json.loads((cfg.run_dir / f"fold_{r.fold}" / DONE_FILE).read_text()).get("evals", []) for r in results}
+    if any(evals.values()):
+        learning_curves_plot(evals, cfg.run_dir / "learning_curves.png", title=f"{cfg.name}: learning curves")
+    reliability_diagram(labels, oof, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
+
+
 def combine_folds(cfg: RunConfig, pairs: pd.DataFrame) -> TrainResult:
     """Run-level ``oof.csv`` (every finished fold) and ``test.csv`` (mean over folds)."""
     from prefkit.predictions import OOF_FILE, TEST_FILE
@@ -729,6 +747,7 @@ def combine_folds(cfg: RunConfig, pairs: pd.DataFrame) -> TrainResult:
     scores = summary(label_matrix(labels), prob_matrix(oof))
     oof_loss = scores["log_loss"]
     logger.info("OOF " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items()))
+    _plot_run(cfg, results, label_matrix(labels), prob_matrix(oof))
     test = None
     tests = [r.test for r in results if r.test is not None]
     if tests:
