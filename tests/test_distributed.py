@@ -1,6 +1,8 @@
 """Several processes (torchrun, DDP over gloo on CPU): the folds train, the validation and
 test predictions of every process are gathered into complete files, the fold checkpoint
-reproduces them on its own, and an interrupted run resumes to the same predictions."""
+reproduces them on its own, and an interrupted run resumes to the same predictions.
+Under FSDP (sharded on CPU with torch's own fully_shard), going back to the best weights
+restores them in every shard."""
 
 import json
 import os
@@ -82,3 +84,51 @@ def test_two_process_run_resumes_to_the_same_predictions(tmp_path, arena):
     for name in ("oof.csv", "test.csv"):
         resumed, full = read_predictions(cut / name), read_predictions(fold / name)
         np.testing.assert_allclose(prob_matrix(resumed), prob_matrix(full), atol=1e-6)
+
+
+FSDP_WORKER = """
+import sys
+import torch, torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from prefkit.config import load_config
+from prefkit.models.transformer import build_model
+from prefkit.train.loop import restore_sharded_state, trainable_state
+
+dist.init_process_group("gloo")
+mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+cfg = load_config(None, [f"model.name_or_path={sys.argv[1]}", "model.lora.enabled=true"])
+torch.manual_seed(0)
+model = build_model(cfg.model)
+for layer in model.base_model.model.model.layers:
+    fully_shard(layer, mesh=mesh)
+fully_shard(model, mesh=mesh)
+# what accelerate's get_state_dict gives under FSDP2: full tensors, on rank 0 only
+full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True))
+best = trainable_state(model, full)
+trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+if dist.get_rank() == 0:
+    assert set(best) == trainable and len(best) < len(full), (sorted(best)[:3], len(full))
+else:
+    assert best == {}
+before = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
+with torch.no_grad():
+    for p in model.parameters():
+        if p.requires_grad:
+            p.add_(0.5)  # training moves on past the best step
+restore_sharded_state(model, best)
+for n, p in model.named_parameters():
+    assert torch.equal(p.full_tensor(), before[n]), n
+print("restored", dist.get_rank(), len(trainable))
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp_sharded_model_goes_back_to_its_best_weights(tmp_path, arena):
+    worker = tmp_path / "worker.py"
+    worker.write_text(FSDP_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker), str(arena[1])]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("restored") == 2

@@ -393,6 +393,28 @@ def _register_state_hooks(accelerator, model) -> None:
     return accelerator.register_save_state_pre_hook(save_hook)
 
 
+def _unwrapped_name(name: str) -> str:
+    for wrapper in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):  # FSDP1 / activation checkpointing
+        name = name.replace(wrapper, "")
+    return name.removeprefix("module.")  # DDP
+
+
+def trainable_state(model, state: dict) -> dict:
+    """The entries of a full state dict (``accelerator.get_state_dict``) that training changes:
+    what going back to the best step must restore (LoRA: adapters and head, a few MB)."""
+    names = {_unwrapped_name(n) for n, p in model.named_parameters() if p.requires_grad}
+    return {name: tensor for name, tensor in state.items() if _unwrapped_name(name) in names}
+
+
+def restore_sharded_state(model, state: dict) -> None:
+    """Load full tensors held by the main process (the others may hold none) into an FSDP-sharded
+    ``model``: broadcast, then each process keeps its shard. Entries absent stay as they are."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+    set_model_state_dict(model, state, options=options)
+
+
 def save_state(accelerator, state_dir: Path, progress: Progress, best_val: np.ndarray | None = None) -> None:
     accelerator.wait_for_everyone()
     tmp = state_dir.with_name(state_dir.name + ".tmp")
@@ -537,6 +559,7 @@ def run_fold(
         _say(accelerator, f"fold {k}: resuming at step {progress.step}/{total_steps} from {state_dir}")
     best_val_path = fold_dir / "best_val.npy"
     best_val = None
+    best_sharded = None  # FSDP: the best trainable weights, gathered (full tensors on the main process)
     if progress.best_step is not None and (state_dir / "best_val.npy").exists():
         best_val = np.load(state_dir / "best_val.npy")
 
@@ -550,7 +573,7 @@ def run_fold(
     since_eval = [0.0, 0]  # training loss sum and micro-batch count since the last evaluation
 
     def evaluate() -> None:
-        nonlocal best_val
+        nonlocal best_val, best_sharded
         probs = predict_with_tta(accelerator, eval_model, rendered, val_rows, pad_id, tc, packed, min_seqlen)
         loss = soft_log_loss(rendered.targets[val_rows], probs)
         acc = float((probs.argmax(1) == rendered.targets[val_rows].argmax(1)).mean())
@@ -564,6 +587,8 @@ def run_fold(
             progress.best_loss, progress.best_step, progress.bad_evals = loss, progress.step, 0
             best_val = probs
             state = accelerator.get_state_dict(model) if fsdp else None
+            if state is not None:
+                best_sharded = trainable_state(model, state)
             if state is not None and packed:  # the classifier's own names, without PackedClassifier's "model."
                 state = {name.removeprefix("model."): v for name, v in state.items()}
             if accelerator.is_main_process:
@@ -638,7 +663,13 @@ def run_fold(
     # Predictions of the best weights: OOF from its evaluation, test after reloading it.
     if progress.best_step != progress.step:
         accelerator.wait_for_everyone()
-        load_weights_into(classifier_to_save(), ckpt_dir)
+        if not fsdp:
+            load_weights_into(classifier_to_save(), ckpt_dir)
+        elif best_sharded is not None:
+            restore_sharded_state(model, best_sharded)  # a sharded model cannot load the checkpoint's full tensors
+        else:
+            _say(accelerator, f"fold {k}: the best step ({progress.best_step}) came before this resume; "
+                 "under FSDP the test predictions use the last weights (the OOF is from the best step)")  # fmt: skip
     oof = make_predictions(pairs["id"].iloc[val_rows], best_val, cfg.name, k)
     test = None
     if test_rendered is not None and test_pairs is not None and len(test_pairs):
