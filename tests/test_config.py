@@ -102,3 +102,10 @@ def test_fsdp_launch_config_is_read_by_accelerate():
     launch = load_config_from_file(str(CONFIGS / "accelerate" / "fsdp.yaml"))
     assert launch.distributed_type == DistributedType.FSDP
     assert launch.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+def test_fp16_autocast_over_fp16_weights_is_refused_before_training():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.mixed_precision=fp16", "model.dtype=float16"])
+    assert "needs model.dtype=float32" in err.value.one_line()
+    assert load_config(None, ["train.mixed_precision=fp16"]).model.dtype == "float32"

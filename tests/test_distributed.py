@@ -1,8 +1,8 @@
 """Several processes (torchrun, DDP over gloo on CPU): the folds train, the validation and
 test predictions of every process are gathered into complete files, the fold checkpoint
 reproduces them on its own, and an interrupted run resumes to the same predictions.
-Under FSDP (sharded on CPU with torch's own fully_shard), going back to the best weights
-restores them in every shard."""
+Under FSDP (accelerate's FSDP2 path run on CPU processes), a fold whose best step is not
+its last goes back to the best weights in every shard, before and after a resume."""
 
 import json
 import os
@@ -132,3 +132,76 @@ def test_fsdp_sharded_model_goes_back_to_its_best_weights(tmp_path, arena):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("restored") == 2
+
+
+# accelerate enables FSDP only for GPU-type process groups: the worker declares one while
+# the device stays the CPU, so accelerate's own FSDP2 code (wrapping, gathering, state
+# saving) runs as on GPUs. It prints the sharded units, then runs the prefkit CLI.
+FSDP_CLI_WORKER = """
+import os, sys
+os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP",
+                  FSDP_STATE_DICT_TYPE="FULL_STATE_DICT", FSDP_RESHARD_AFTER_FORWARD="true")
+from accelerate import Accelerator
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType
+PartialState(cpu=True)._shared_state["distributed_type"] = DistributedType.MULTI_GPU
+prepare = Accelerator.prepare
+def reporting_prepare(self, *args):
+    out = prepare(self, *args)
+    from torch.distributed.fsdp import FSDPModule
+    units = [n for n, m in out[0].named_modules() if isinstance(m, FSDPModule)]
+    if self.is_main_process:
+        print("FSDP units:", ",".join(units), file=sys.stderr, flush=True)
+    return out
+Accelerator.prepare = reporting_prepare
+from prefkit.cli import entry
+sys.argv = ["prefkit", *sys.argv[1:]]
+entry()
+"""
+# A handful of training pairs and many steps: the model overfits, the best step comes early.
+OVERFIT = ["train.max_steps=16", "train.lr=0.05", "train.max_train_pairs=8", "train.evals_per_epoch=1"]
+
+
+def _train_fsdp(tmp_path, arena, output_dir, *overrides) -> str:
+    data, model = arena
+    worker = tmp_path / "fsdp_cli.py"
+    worker.write_text(FSDP_CLI_WORKER)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker),
+        "train-transformer", "name=fsdp", f"output_dir={output_dir}", f"data.dir={data}", f"model.name_or_path={model}",
+        *COMMON, *OVERFIT, *overrides,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if "FSDP units:" not in done.stderr and done.returncode == 0:
+        pytest.skip("this accelerate version does not run FSDP on CPU processes")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+@pytest.mark.parametrize("batches", [[], ["train.max_tokens=120", "train.packing=on"]], ids=["padded", "packed"])
+def test_fsdp_fold_goes_back_to_its_best_step(tmp_path, arena, batches):
+    log = _train_fsdp(tmp_path, arena, tmp_path / "runs", *batches)
+    units = log.split("FSDP units:")[1].splitlines()[0].split(",")
+    assert any(u.endswith("layers.0") for u in units), units  # sharded per decoder layer, packed too
+    fold = tmp_path / "runs" / "fsdp" / "fold_1"
+    record = json.loads((fold / "done.json").read_text())
+    assert record["best_step"] < record["steps"]  # the restore ran
+    test = read_predictions(fold / "test.csv")
+    again = Predictor(fold / "checkpoint", device="cpu").predict(read_kaggle_csv(arena[0] / "test.csv"))
+    np.testing.assert_allclose(again, prob_matrix(test), atol=1e-5)  # test predictions of the best weights
+
+
+def test_fsdp_resume_after_the_best_step_predicts_with_the_best_weights(tmp_path, arena):
+    keep = ["train.state_every_steps=1", "train.keep_state=true"]
+    _train_fsdp(tmp_path, arena, tmp_path / "full", *keep)
+    fold = tmp_path / "full" / "fsdp" / "fold_1"
+    best = json.loads((fold / "done.json").read_text())["best_step"]
+    cut = tmp_path / "cut" / "fsdp" / "fold_1"
+    cut.mkdir(parents=True)
+    shutil.copytree(fold / "state", cut / "state")  # the last state (step 15), saved after the best step
+    shutil.copytree(fold / "checkpoint", cut / "checkpoint")
+    assert json.loads((cut / "state" / "progress.json").read_text())["best_step"] == best < 15
+
+    _train_fsdp(tmp_path, arena, tmp_path / "cut", *keep)
+    for name in ("oof.csv", "test.csv"):
+        np.testing.assert_allclose(prob_matrix(read_predictions(cut / name)), prob_matrix(read_predictions(fold / name)), atol=1e-5)

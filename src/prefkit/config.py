@@ -184,6 +184,13 @@ class RunConfig(Section):
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    @model_validator(mode="after")
+    def _fp16_needs_fp32_weights(self):
+        # The fp16 loss scaler refuses fp16 gradients, which fp16 weights would have.
+        if self.train.mixed_precision == "fp16" and self.model.dtype == "float16":
+            raise ValueError("train.mixed_precision=fp16 needs model.dtype=float32 (the weights autocast computes from)")
+        return self
+
 
 def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)

@@ -199,6 +199,8 @@ class Predictor:
         self.packed = use_packing(tc, self.model)
         if self.packed:
             packing.enable_packed_attention(self.model)
+            if self.device.type == "cuda" and tc.mixed_precision == "fp16":
+                packing.probe_varlen(self.device, torch.float16)  # as in training: fall back where the kernel fails
             if self.device.type == "cuda" and tc.mixed_precision == "bf16":
                 packing.set_adapter_input_casting(self.model, False)  # LoRA matmuls in bf16 under autocast
 

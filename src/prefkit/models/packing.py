@@ -556,6 +556,14 @@ class PackedClassifier(torch.nn.Module):
         super().__init__()
         self.model = model
 
+    # What FSDP's auto-wrap reads to shard per decoder layer (else the whole model is one unit).
+    @property
+    def _no_split_modules(self):
+        return getattr(self.model, "_no_split_modules", None)
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
     def forward(self, input_ids, position_ids, cu_seqlens, max_seqlen: int, last_index) -> torch.Tensor:
         batch = PackedBatch(input_ids, position_ids, cu_seqlens, int(max_seqlen), last_index, int(last_index.numel()), 0)
         return packed_logits(self.model, batch)

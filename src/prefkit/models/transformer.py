@@ -281,6 +281,15 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def _check_adapter_saved(path: Path) -> None:
+    """A LoRA checkpoint without LoRA weights would reload as the untrained base: refuse it."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        if not any("lora_" in name for name in f.keys()):
+            raise RuntimeError(f"{path}: the adapter checkpoint holds no LoRA weights (names not matched when saving)")
+
+
 def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state_dict: dict | None = None) -> Path:
     """Write ``model`` (unwrapped), ``tokenizer`` and ``cfg`` to ``out_dir``, replacing it whole.
 
@@ -298,6 +307,7 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state
     if _is_peft(model):
         fmt = "lora"
         model.save_pretrained(tmp, **kwargs)
+        _check_adapter_saved(tmp / "adapter_model.safetensors")
     else:
         fmt = "full"
         model.save_pretrained(tmp, **kwargs)

@@ -34,6 +34,7 @@ step for step (exactly so on a CPU).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -410,12 +411,23 @@ def restore_sharded_state(model, state: dict) -> None:
     """Load full tensors held by the main process (the others may hold none) into an FSDP-sharded
     ``model``: broadcast, then each process keeps its shard. Entries absent stay as they are."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
 
+    # Modules sharded with reshard_after_forward=False (accelerate's root) still hold plain
+    # unsharded tensors after the last evaluation's forward; loading needs them sharded.
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
     set_model_state_dict(model, state, options=options)
 
 
-def save_state(accelerator, state_dir: Path, progress: Progress, best_val: np.ndarray | None = None) -> None:
+BEST_SHARDED_FILE = "best_trainable.safetensors"  # FSDP: the best step's trainable weights, for a resume
+
+
+def save_state(
+    accelerator, state_dir: Path, progress: Progress, best_val: np.ndarray | None = None, best_sharded: dict | None = None
+) -> None:
     accelerator.wait_for_everyone()
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     if accelerator.is_main_process:
@@ -427,6 +439,10 @@ def save_state(accelerator, state_dir: Path, progress: Progress, best_val: np.nd
         (tmp / PROGRESS_FILE).write_text(progress.to_json())
         if best_val is not None:
             np.save(tmp / "best_val.npy", best_val)
+        if best_sharded:
+            from safetensors.torch import save_file
+
+            save_file({name: t.contiguous() for name, t in best_sharded.items()}, str(tmp / BEST_SHARDED_FILE))
         old = state_dir.with_name(state_dir.name + ".old")
         if state_dir.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -497,6 +513,12 @@ def run_fold(
     pad_id = tokenizer.pad_token_id
     nproc, rank = accelerator.num_processes, accelerator.process_index
 
+    fsdp_plugin = accelerator.state.fsdp_plugin if accelerator.distributed_type == DistributedType.FSDP else None
+    if fsdp_plugin is not None and fsdp_plugin.activation_checkpointing and cfg.model.lora.enabled:
+        raise ConfigError(
+            "FSDP activation checkpointing (fsdp_activation_checkpointing in the accelerate config) hides the LoRA "
+            "weights from the checkpoint; turn it off and set model.gradient_checkpointing=true instead"
+        )
     set_seed(cfg.seed + k)
     classifier = build_model(cfg.model, tokenizer=tokenizer, device_map=_device_map(accelerator, cfg))
     packed = use_packing(tc, classifier)
@@ -560,6 +582,10 @@ def run_fold(
     best_val_path = fold_dir / "best_val.npy"
     best_val = None
     best_sharded = None  # FSDP: the best trainable weights, gathered (full tensors on the main process)
+    if fsdp and progress.best_step is not None and (state_dir / BEST_SHARDED_FILE).exists():
+        from safetensors.torch import load_file
+
+        best_sharded = load_file(str(state_dir / BEST_SHARDED_FILE)) if accelerator.is_main_process else {}
     if progress.best_step is not None and (state_dir / "best_val.npy").exists():
         best_val = np.load(state_dir / "best_val.npy")
 
@@ -653,7 +679,7 @@ def run_fold(
         if progress.step % eval_every == 0 or progress.step == total_steps:
             evaluate()
         if progress.step % tc.state_every_steps == 0 and progress.step < total_steps and not progress.stopped_early:
-            save_state(accelerator, state_dir, progress, best_val)
+            save_state(accelerator, state_dir, progress, best_val, best_sharded)
         if on_step is not None:
             on_step(k, progress.step)
     bar.close()
@@ -846,6 +872,11 @@ def train_transformer(
             )
             for k in todo:
                 run_fold(accelerator, cfg, k, tokenizer, pairs, rendered, fold_ids, test_pairs, test_rendered, on_step)
+                # Mixed precision leaves the fold's model in a reference cycle (its patched forward):
+                # collect it now, or the next fold builds its model beside it.
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         accelerator.wait_for_everyone()
         result = combine_folds(cfg, pairs) if accelerator.is_main_process else None
         if result is not None:
