@@ -178,8 +178,12 @@ def test_resume_with_packing_gives_the_same_oof(tmp_path, ckpts, data):
 
     # the saved state holds packed-run weights and batch positions: a padded run must not take it
     padded_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"packing": "off"})})
-    with pytest.raises(ConfigError, match="from packed batches"):
+    with pytest.raises(ConfigError, match="packed batches, now padded"):
         train_transformer(padded_cfg, pairs, folds, test_pairs=test)
+    # nor a run with another accumulation (other steps, another schedule)
+    accum_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": 2})})
+    with pytest.raises(ConfigError, match="train.grad_accum=1, now 2"):
+        train_transformer(accum_cfg, pairs, folds, test_pairs=test)
 
     steps = []
     resumed = train_transformer(cfg, pairs, folds, test_pairs=test, on_step=lambda f, s: steps.append(s))

@@ -370,6 +370,9 @@ class Progress:
     pairs_seen: int = 0
     train_seconds: float = 0.0
     packed: bool = False  # packed batches (states saved before packing existed were padded)
+    # The batch order and step count depend on these: a resume must keep them (None: not recorded).
+    processes: int | None = None
+    grad_accum: int | None = None
     evals: list = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -378,6 +381,23 @@ class Progress:
     @classmethod
     def read(cls, path: Path) -> "Progress":
         return cls(**json.loads(path.read_text()))
+
+
+def _check_resumable(saved: Progress, now: Progress, state_dir: Path) -> None:
+    """Refuse to resume a fold under a setup that would change its batches or step count."""
+    names = {False: "padded", True: "packed"}
+    changed = []
+    if saved.packed != now.packed:
+        changed.append(f"{names[saved.packed]} batches, now {names[now.packed]} (train.packing)")
+    if saved.processes is not None and saved.processes != now.processes:
+        changed.append(f"{saved.processes} process(es), now {now.processes}")
+    if saved.grad_accum is not None and saved.grad_accum != now.grad_accum:
+        changed.append(f"train.grad_accum={saved.grad_accum}, now {now.grad_accum}")
+    if changed:
+        raise ConfigError(
+            f"the training state in {state_dir} was saved with {'; '.join(changed)}: "
+            f"run as it was saved, or delete {state_dir} to start the fold afresh"
+        )
 
 
 def _register_state_hooks(accelerator, model) -> None:
@@ -569,15 +589,11 @@ def run_fold(
         inner = accelerator.unwrap_model(model)
         return inner.model if isinstance(inner, packing.PackedClassifier) else inner
 
-    progress = Progress(packed=packed)
+    progress = Progress(packed=packed, processes=nproc, grad_accum=tc.grad_accum)
     if (state_dir / PROGRESS_FILE).exists():
+        _check_resumable(Progress.read(state_dir / PROGRESS_FILE), progress, state_dir)
         progress = load_state(accelerator, state_dir)
-        if progress.packed != packed:
-            was, now = ("packed", "padded") if progress.packed else ("padded", "packed")
-            raise ConfigError(
-                f"fold {k}: the saved training state in {state_dir} is from {was} batches but this run uses {now} batches; "
-                f"set train.packing to match, or delete {state_dir} to start the fold afresh"
-            )
+        progress.processes, progress.grad_accum = nproc, tc.grad_accum
         _say(accelerator, f"fold {k}: resuming at step {progress.step}/{total_steps} from {state_dir}")
     best_val_path = fold_dir / "best_val.npy"
     best_val = None
