@@ -2,7 +2,7 @@
 # Frozen all-MiniLM-L6-v2 features on the arena data: embedding time, then the feature model's
 # test log loss with and without them. Outputs under runs/bench_embeddings/ (git-ignored).
 #
-#   bash bench/arena_embeddings.sh [DATA_DIR] [extra `prefkit embed` options, e.g. --device cuda]
+#   bash bench/arena_embeddings.sh [DATA_DIR [extra `prefkit embed` options, e.g. --device cuda]]
 #
 # On a 2-core CPU the embedding (about 44k distinct texts at 256 tokens) takes the better part
 # of an hour; it is cached, so a second run goes straight to the feature models. DATA_DIR is a
