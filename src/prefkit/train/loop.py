@@ -51,20 +51,9 @@ import torch
 
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
-from prefkit.infer.predict import (
-    forward_probs,
-    forward_probs_packed,
-    packed_budget,
-    swap_probs,
-    use_packing,
-)
+from prefkit.infer.predict import forward_probs, forward_probs_packed, packed_budget, swap_probs, use_packing
 from prefkit.models import packing
-from prefkit.predictions import (
-    make_predictions,
-    prob_matrix,
-    read_predictions,
-    write_predictions,
-)
+from prefkit.predictions import make_predictions, prob_matrix, read_predictions, write_predictions
 from prefkit.schema import SWAP_ORDER, label_matrix
 from prefkit.text.batching import collate, make_length_batches
 from prefkit.train.losses import soft_cross_entropy, soft_log_loss
@@ -402,13 +391,12 @@ def _check_resumable(saved: Progress, now: Progress, state_dir: Path) -> None:
 
 def _register_state_hooks(accelerator, model) -> None:
     """Save only trainable weights in the training state (LoRA: adapters + head), load them back."""
-    # Names without the DDP wrapper's "module.": accelerate hands the hook unwrapped state dicts.
-    trainable = {n.removeprefix("module.") for n, p in model.named_parameters() if p.requires_grad}
+    has_trainable = any(p.requires_grad for p in model.parameters())
 
     def save_hook(models, weights, output_dir):
         for i, sd in enumerate(weights):
-            weights[i] = {k: v for k, v in sd.items() if k.removeprefix("module.") in trainable}
-            if trainable and not weights[i]:
+            weights[i] = trainable_state(model, sd)  # names compared without wrapper prefixes (DDP's "module.")
+            if has_trainable and not weights[i]:
                 raise RuntimeError(f"training state would hold no weights: none of {len(sd)} state-dict names is a trainable parameter")
 
     return accelerator.register_save_state_pre_hook(save_hook)
@@ -421,8 +409,8 @@ def _unwrapped_name(name: str) -> str:
 
 
 def trainable_state(model, state: dict) -> dict:
-    """The entries of a full state dict (``accelerator.get_state_dict``) that training changes:
-    what going back to the best step must restore (LoRA: adapters and head, a few MB)."""
+    """The entries of a state dict that training changes: what the training state keeps and
+    what going back to the best step restores (LoRA: adapters and head, a few MB)."""
     names = {_unwrapped_name(n) for n, p in model.named_parameters() if p.requires_grad}
     return {name: tensor for name, tensor in state.items() if _unwrapped_name(name) in names}
 
@@ -485,6 +473,7 @@ class FoldResult:
     test: pd.DataFrame | None
     val_loss: float | None
     skipped: bool = False
+    evals: list = field(default_factory=list)  # as in done.json
 
 
 StepHook = Callable[[int, int], None]  # (fold, optimizer step) -> None; may raise to stop
@@ -513,12 +502,7 @@ def run_fold(
 ) -> FoldResult:
     from accelerate.utils import DistributedType, set_seed
 
-    from prefkit.models.transformer import (
-        build_model,
-        count_parameters,
-        load_weights_into,
-        save_checkpoint,
-    )
+    from prefkit.models.transformer import build_model, count_parameters, load_weights_into, save_checkpoint
     from prefkit.progress import progress_bar
 
     tc = cfg.train
@@ -533,8 +517,8 @@ def run_fold(
     pad_id = tokenizer.pad_token_id
     nproc, rank = accelerator.num_processes, accelerator.process_index
 
-    fsdp_plugin = accelerator.state.fsdp_plugin if accelerator.distributed_type == DistributedType.FSDP else None
-    if fsdp_plugin is not None and fsdp_plugin.activation_checkpointing and cfg.model.lora.enabled:
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and accelerator.state.fsdp_plugin.activation_checkpointing and cfg.model.lora.enabled:
         raise ConfigError(
             "FSDP activation checkpointing (fsdp_activation_checkpointing in the accelerate config) hides the LoRA "
             "weights from the checkpoint; turn it off and set model.gradient_checkpointing=true instead"
@@ -567,7 +551,6 @@ def run_fold(
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     hook_handle = _register_state_hooks(accelerator, model)
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
     eval_model = model if fsdp else accelerator.unwrap_model(model)
     # static pack shapes for compiled layers: packs padded to the budget, a constant max_seqlen floor
     min_seqlen = cfg.render.max_length if (packed and tc.compile_layers) else None
@@ -752,9 +735,7 @@ def run_fold(
     accelerator.free_memory()
     accelerator._custom_objects.clear()  # the scheduler registered for checkpointing (free_memory keeps it)
     model = optimizer = eval_model = classifier = None  # free the fold's weights (closures above hold them)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return FoldResult(k, oof, test, progress.best_loss)
+    return FoldResult(k, oof, test, progress.best_loss, evals=progress.evals)
 
 
 def _device_map(accelerator, cfg: RunConfig):
@@ -777,7 +758,7 @@ def _read_done_fold(fold_dir: Path, k: int) -> FoldResult:
     oof = read_predictions(fold_dir / "oof.csv")
     test = read_predictions(fold_dir / "test.csv") if (fold_dir / "test.csv").exists() else None
     done = json.loads((fold_dir / DONE_FILE).read_text())
-    return FoldResult(k, oof, test, done.get("val_log_loss"), skipped=True)
+    return FoldResult(k, oof, test, done.get("val_log_loss"), skipped=True, evals=done.get("evals", []))
 
 
 def describe_done_fold(fold_dir: Path) -> str:
@@ -794,7 +775,7 @@ def _plot_run(cfg: RunConfig, results: list[FoldResult], labels: np.ndarray, oof
     """``learning_curves.png`` (each fold's evaluations) and ``reliability.png`` (the OOF)."""
     from prefkit.plots import learning_curves_plot, reliability_diagram
 
-    evals = {r.fold: json.loads((cfg.run_dir / f"fold_{r.fold}" / DONE_FILE).read_text()).get("evals", []) for r in results}
+    evals = {r.fold: r.evals for r in results}
     if any(evals.values()):
         learning_curves_plot(evals, cfg.run_dir / "learning_curves.png", title=f"{cfg.name}: learning curves")
     reliability_diagram(labels, oof, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
