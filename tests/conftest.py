@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prefkit.models.tiny import toy_pairs
+from prefkit.testing.tiny import toy_pairs
 from prefkit.schema import LABELS
 
 

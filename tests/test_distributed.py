@@ -17,7 +17,7 @@ import pytest
 from prefkit.data.kaggle import read_kaggle_csv
 from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.infer.predict import Predictor
-from prefkit.models.tiny import write_tiny_checkpoint
+from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.predictions import prob_matrix, read_predictions
 
 COMMON = [

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from prefkit.errors import InputError
-from prefkit.models import embeddings
-from prefkit.models.embeddings import (
+from prefkit.features import embeddings
+from prefkit.features.embeddings import (
     embed_texts,
     features_from_embeddings,
     fit_diff_projection,

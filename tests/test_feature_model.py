@@ -13,7 +13,7 @@ from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.errors import InputError
 from prefkit.features import pair_features, swap_features
 from prefkit.metrics import prior_log_loss
-from prefkit.models.feature_model import hard_rows, predict_pairs, train_feature_model
+from prefkit.features.feature_model import hard_rows, predict_pairs, train_feature_model
 from prefkit.predictions import read_predictions
 from prefkit.schema import SWAP_ORDER, label_matrix
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prefkit.config import load_config
-from prefkit.models.tiny import toy_pairs, write_tiny_checkpoint
+from prefkit.testing.tiny import toy_pairs, write_tiny_checkpoint
 from prefkit.models.transformer import build_model, load_tokenizer, save_checkpoint
 from prefkit.predictions import read_predictions
 

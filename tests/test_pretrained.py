@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from prefkit.errors import InputError
-from prefkit.models import pretrained
-from prefkit.models.pretrained import (
+from prefkit import pretrained
+from prefkit.pretrained import (
     MANIFEST,
     REGISTRY,
     PretrainedSpec,

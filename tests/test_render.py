@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from prefkit.config import RenderConfig
 from prefkit.errors import ConfigError
-from prefkit.models.tiny import tiny_tokenizer
+from prefkit.testing.tiny import tiny_tokenizer
 from prefkit.schema import make_pairs, swap_pairs
 from prefkit.text.render import PairRenderer, allocate, field_text, head_tail
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from prefkit.config import TrainConfig, load_config
-from prefkit.models.tiny import write_tiny_checkpoint
+from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.predictions import read_predictions
 from prefkit.text.batching import collate, make_length_batches
 from prefkit.train.loop import TrainItems, epoch_batches, train_transformer

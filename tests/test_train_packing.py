@@ -12,7 +12,7 @@ from prefkit.config import TrainConfig, load_config
 from prefkit.errors import ConfigError
 from prefkit.infer.predict import predict_ids, use_packing
 from prefkit.models import packing
-from prefkit.models.tiny import tiny_config, toy_pairs, write_tiny_checkpoint
+from prefkit.testing.tiny import tiny_config, toy_pairs, write_tiny_checkpoint
 from prefkit.predictions import read_predictions
 from prefkit.train import loop
 from prefkit.train.loop import TrainItems, epoch_batches, train_transformer

@@ -10,7 +10,7 @@ import torch
 from prefkit.config import RenderConfig, load_config
 from prefkit.errors import ConfigError
 from prefkit.infer.predict import predict_rendered
-from prefkit.models.tiny import toy_pairs, write_tiny_checkpoint
+from prefkit.testing.tiny import toy_pairs, write_tiny_checkpoint
 from prefkit.models.transformer import (
     build_model,
     is_decoder,

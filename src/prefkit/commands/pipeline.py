@@ -23,7 +23,7 @@ def train_features_cmd(config: ConfigOpt = None, overrides: OverridesArg = None)
     Writes runs/<name>/{oof.csv,test.csv,folds.csv,config.yaml,metrics.json,reliability.png,
     importance.csv,train.log,models/}."""
     cfg = resolve_config(config, overrides)
-    from prefkit.models.feature_model import train_feature_model
+    from prefkit.features.feature_model import train_feature_model
 
     result = train_feature_model(cfg)
     oof = result.metrics["oof"]
@@ -121,7 +121,7 @@ def demo_cmd(
     Prints the class-prior, pipeline and Bayes-optimal test log loss (the synthetic data
     knows the true probabilities). CPU only; a few minutes at the default size."""
     from prefkit.data.synthetic import write_synthetic_arena
-    from prefkit.models.feature_model import train_feature_model
+    from prefkit.features.feature_model import train_feature_model
     from prefkit.stacking import stack_runs
     from prefkit.submission import score_file, validate_submission
 

@@ -1,1 +1,1 @@
-"""Models: transformer pair classifiers, tiny test checkpoints, feature models."""
+"""Models: transformer backbones with their heads, and packed (varlen) attention."""
