@@ -274,11 +274,30 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
         raise ConfigError(f"{loc}: {msg}{got_txt}", file=source) from None
 
 
+def _blamed_override(err: ConfigError, overrides: list[str]) -> str | None:
+    """The last override that sets the key an error is about (or a section above it)."""
+    loc = err.what.split(":", 1)[0].strip()
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0].strip().strip(".")
+        if loc == key or loc.startswith(key + "."):
+            return text
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the file, then the overrides; an error names what caused it: the
+    override that set the bad key (``train.lr=abc: ...``), else the file."""
+    overrides = list(overrides or [])
     tree: dict = _read_yaml(path) if path else {}
-    for text in overrides or []:
+    for text in overrides:
         tree = deep_merge(tree, parse_override(text))
-    return build_config(tree, source=str(path) if path else "overrides")
+    try:
+        return build_config(tree, source=str(path) if path else "overrides")
+    except ConfigError as err:
+        blamed = _blamed_override(err, overrides)
+        if blamed is None:
+            raise
+        raise ConfigError(f"{err.what.split(':', 1)[1].strip()}", file=f"override {blamed}") from None
 
 
 def config_to_yaml(cfg: RunConfig) -> str:
