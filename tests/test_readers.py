@@ -528,3 +528,56 @@ def test_kaggle_cell_that_starts_as_json_list_but_is_broken_is_a_bad_row(tmp_pat
     kept = read_kaggle_csv(path, on_bad_row="skip")
     assert kept["id"].tolist() == ["1"]
     assert kept.attrs["report"]["skipped"] == {"malformed_json": 1}
+
+
+# --------------------------------------------------------------------------- the format registry
+
+
+def test_parquet_format_reads_back_what_read_out_wrote(tmp_path):
+    path = write_kaggle(tmp_path)
+    out = tmp_path / "pairs.parquet"
+    assert run_cli("kaggle", path, "--out", out, cwd=tmp_path).returncode == 0
+    original = read_pairs(path, "kaggle")
+    back = read_pairs(out, "parquet")
+    pd.testing.assert_frame_equal(back[list(original.columns)], original)
+    res = run_cli("parquet", out, cwd=tmp_path)
+    assert res.returncode == 0 and "rows: 3" in res.stdout, res.stderr
+
+
+def test_training_reads_a_parquet_pair_table(tmp_path):
+    from prefkit.config import build_config
+    from prefkit.data.run_data import load_run_data
+
+    out = tmp_path / "pairs.parquet"
+    original = read_pairs(write_kaggle(tmp_path), "kaggle")
+    original.to_parquet(out, index=False)
+    train, test = load_run_data(build_config({"data": {"train": str(out), "format": "parquet"}}))
+    assert test is None and train["id"].tolist() == original["id"].tolist()
+    assert train["response_a"].tolist() == original["response_a"].tolist()
+
+
+@pytest.mark.parametrize("fmt", ["xml", "fb3_ell"])
+def test_config_accepts_pair_formats_only_and_names_them(fmt):
+    from prefkit.config import build_config
+    from prefkit.data.formats import PAIR_FORMATS
+    from prefkit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        build_config({"data": {"format": fmt}})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"config: data.format: unknown pair format {fmt!r}")
+    assert all(name in message for name in PAIR_FORMATS)
+
+
+def test_comparisons_find_the_document_table_beside_them(tmp_path):
+    from prefkit.data.formats import read_input
+
+    write_csv(tmp_path / "docs.csv.gz", ["document_id", "text"], [[10, "ten"], [11, "eleven"]])
+    comps = write_csv(tmp_path / "comparisons.csv", ["doc_a", "doc_b", "winner"], [[10, 11, "a"], [11, 10, "tie"]])
+    result = read_input(comps, "comparisons")
+    assert result.documents["text"].tolist() == ["ten", "eleven"]
+    assert result.table["response_b"].tolist() == [["eleven"], ["ten"]]
+    res = run_cli("comparisons", comps, "--out", tmp_path / "c.parquet", cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "c_items.parquet").is_file(), res.stderr
+    res = run_cli("kaggle", comps, "--docs", tmp_path / "docs.csv.gz", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.startswith("error: --docs is for document comparisons"), res.stderr

@@ -147,13 +147,13 @@ def test_written_files_are_kaggle_csvs(tmp_path):
 
 
 def test_written_train_reads_as_pairs(tmp_path):
-    from prefkit.data import readers
+    from prefkit.data.kaggle import read_kaggle_csv
 
     write_synthetic_arena(tmp_path, n_train=120, n_test=30, seed=4)
-    pairs = readers.read_kaggle_csv(tmp_path / "train.csv")
+    pairs = read_kaggle_csv(tmp_path / "train.csv")
     assert len(pairs) == 120
     assert pairs[["p_a", "p_b", "p_tie"]].sum(axis=1).eq(1).all()
-    test = readers.read_kaggle_csv(tmp_path / "test.csv")
+    test = read_kaggle_csv(tmp_path / "test.csv")
     assert test[["p_a", "p_b", "p_tie"]].isna().all(axis=None)
 
 

@@ -30,8 +30,17 @@ class DataConfig(Section):
     train: str | None = None
     test: str | None = None
     sample_submission: str | None = None
-    format: Literal["kaggle", "jsonl", "rm_gallery", "alpaca_eval", "votes"] = "kaggle"
+    format: str = "kaggle"  # a pair format of prefkit.data.formats
     max_train_rows: int | None = Field(default=None, ge=1)
+
+    @field_validator("format")
+    @classmethod
+    def _known_pair_format(cls, value):
+        from prefkit.data.formats import PAIR_FORMATS
+
+        if value not in PAIR_FORMATS:
+            raise ValueError(f"unknown pair format {value!r}; known: {', '.join(PAIR_FORMATS)}")
+        return value
 
 
 class FoldConfig(Section):
@@ -266,7 +275,7 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"]
+        msg = first["msg"].removeprefix("Value error, ")  # a validator's own message reads alone
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
         got = first.get("input")

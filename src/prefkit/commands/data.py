@@ -8,11 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from prefkit.cli_app import app
+from prefkit.data.formats import FORMATS, get_format
 from prefkit.errors import InputError
-
-PAIR_FORMATS = ("kaggle", "jsonl", "rm_gallery", "alpaca_eval", "votes")
-OTHER_FORMATS = ("comparisons", "fb3_ell", "commonlit")
-FORMATS = PAIR_FORMATS + OTHER_FORMATS
 
 
 @app.command("read")
@@ -36,29 +33,16 @@ def read(
     aggregate: Annotated[bool, typer.Option("--aggregate/--no-aggregate", help="votes: one row per pair (vote shares) or per vote.")] = True,
 ) -> None:
     """Read FORMAT data from PATH, validate it against the schema and print a summary."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    spec = get_format(fmt)
     if on_bad_row not in ("error", "skip"):
         raise InputError(f"--on-bad-row must be 'error' or 'skip', got {on_bad_row!r}")
+    if docs is not None and "docs_path" not in spec.options:
+        raise InputError(f"--docs is for document comparisons, not format {fmt!r}")
 
-    from prefkit.data import get_report, read_commonlit, read_comparisons, read_fb3_ell, read_pairs
-    from prefkit.data.kaggle import find_file
+    from prefkit.data import get_report
 
-    items = None
-    if fmt in PAIR_FORMATS:
-        kwargs = {"aggregate": aggregate} if fmt == "votes" else {}
-        table = read_pairs(path, fmt, on_bad_row=on_bad_row, **kwargs)
-    elif fmt == "comparisons":
-        if docs is None:
-            found = find_file(Path(path).parent, "docs")
-            if found is None:
-                raise InputError("no document table: pass --docs (looked for docs.csv* beside it)", file=path)
-            docs = str(found)
-        table, items = read_comparisons(path, docs, on_bad_row=on_bad_row)
-    elif fmt == "fb3_ell":
-        table = read_fb3_ell(path, on_bad_row=on_bad_row)
-    else:
-        table = read_commonlit(path, on_bad_row=on_bad_row)
+    given = {"aggregate": aggregate, "docs_path": docs}
+    table, items = spec.read(path, on_bad_row=on_bad_row, **{k: v for k, v in given.items() if k in spec.options})
 
     for line in summary_lines(table, get_report(table)):
         typer.echo(line)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from prefkit.cli_app import app
+from prefkit.data.formats import ITEM_FORMATS, PAIR_FORMATS
 from prefkit.errors import InputError
 
 folds_app = typer.Typer(
@@ -17,7 +18,10 @@ folds_app = typer.Typer(
 app.add_typer(folds_app, name="folds")
 
 FormatOpt = Annotated[
-    str, typer.Option("--format", help="Reader of the train file: kaggle, jsonl, rm_gallery, alpaca_eval, votes (pairs) or fb3_ell, commonlit (items).")
+    str,
+    typer.Option(
+        "--format", help=f"Reader of the train file: {', '.join(PAIR_FORMATS)} (pairs) or {', '.join(ITEM_FORMATS)} (items)."
+    ),
 ]
 KeyOpt = Annotated[str, typer.Option("--key", help="Column the map is keyed on: id, or group (one fold per prompt group).")]
 
@@ -56,15 +60,11 @@ def synth(
         )
 
 
-ITEM_FORMATS = ("fb3_ell", "commonlit")  # item tables (one row per text): each row its own group
-
-
 def _read(train: str, format: str):
-    from prefkit.data import readers
+    """Pairs, or items (one row per text: each row its own group)."""
+    from prefkit.data.formats import read_input
 
-    if format in ITEM_FORMATS:
-        return getattr(readers, f"read_{format}")(train)
-    return readers.read_pairs(train, format)
+    return read_input(train, format).table
 
 
 def _keys(pairs, key: str):

@@ -299,3 +299,11 @@ def locate_kaggle_files(folder: str | Path) -> KaggleFiles:
         sample_submission=find_file(folder, "sample_submission"),
         solution=find_file(folder, "solution"),
     )
+
+
+def read_kaggle(path: str | Path, *, on_bad_row: str = "error") -> pd.DataFrame:
+    """A Kaggle arena CSV, or the train file of a folder in the Kaggle layout."""
+    p = Path(path)
+    if p.is_dir():
+        p = locate_kaggle_files(p).train
+    return read_kaggle_csv(p, on_bad_row=on_bad_row)

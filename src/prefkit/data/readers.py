@@ -1,4 +1,4 @@
-"""Readers for the non-Kaggle formats, and :func:`read_pairs` dispatching by format name.
+"""Readers for the non-Kaggle formats (:mod:`prefkit.data.formats` names them all).
 
 Every reader returns a validated table in the internal schema (:mod:`prefkit.schema`)
 with a :class:`~prefkit.data.report.ReadReport` in ``df.attrs["report"]`` and takes
@@ -47,7 +47,7 @@ from prefkit.data.fileio import (
     read_parquet_records,
     require_columns,
 )
-from prefkit.data.kaggle import locate_kaggle_files, read_kaggle_csv
+from prefkit.data.kaggle import find_file
 from prefkit.data.report import ReadContext
 from prefkit.errors import InputError
 from prefkit.schema import make_pairs, validate_items, validate_pairs
@@ -647,7 +647,7 @@ def read_documents(path: str | Path, *, id_column: str | None = None, text_colum
 
 def read_comparisons(
     comparisons_path: str | Path,
-    docs_path: str | Path,
+    docs_path: str | Path | None = None,
     *,
     on_bad_row: str = "error",
     doc_id_column: str | None = None,
@@ -659,8 +659,13 @@ def read_comparisons(
     accepted too), optional ``comparison_id`` (-> ``id``; the row number otherwise).
     Pairs carry ``item_a``/``item_b``, the document texts as one-turn responses and an
     empty prompt; ``group`` is the unordered document pair. A comparison naming a document
-    absent from the document table is a bad row (``unknown_doc``).
+    absent from the document table is a bad row (``unknown_doc``). The document table is
+    ``docs.csv`` (optionally compressed) beside the comparisons unless ``docs_path`` is given.
     """
+    if docs_path is None:
+        docs_path = find_file(Path(comparisons_path).parent, "docs")
+        if docs_path is None:
+            raise InputError("no document table: pass --docs (looked for docs.csv* beside it)", file=str(comparisons_path))
     items = read_documents(docs_path, id_column=doc_id_column, text_column=doc_text_column)
     texts = dict(zip(items["id"], items["text"]))
     ctx = ReadContext(comparisons_path, "comparisons", on_bad_row)
@@ -791,11 +796,14 @@ def read_commonlit(path: str | Path, *, on_bad_row: str = "error") -> pd.DataFra
 # --------------------------------------------------------------------------- internal parquet
 
 
-def read_pairs_parquet(path: str | Path) -> pd.DataFrame:
+def read_pairs_parquet(path: str | Path, *, on_bad_row: str = "error") -> pd.DataFrame:
     """A pair table written by ``prefkit read --out`` (or ``DataFrame.to_parquet``): turn
     columns come back from Parquet as arrays and are turned into lists again, then the
-    table is validated. The original read report, if stored, stays in ``attrs``."""
-    ctx = ReadContext(path, "parquet")
+    table is validated. The original read report, if stored, stays in ``attrs``.
+
+    The table was validated when it was written, so a bad row is always an error
+    (``on_bad_row="skip"`` drops nothing)."""
+    ctx = ReadContext(path, "parquet", on_bad_row)
     from prefkit.data.fileio import existing_file
 
     existing_file(ctx)
@@ -809,29 +817,3 @@ def read_pairs_parquet(path: str | Path) -> pd.DataFrame:
     validate_pairs(df, source=ctx.file)
     return df
 
-
-# --------------------------------------------------------------------------- dispatch
-
-PAIR_FORMATS = ("kaggle", "jsonl", "rm_gallery", "alpaca_eval", "votes")
-
-
-def read_pairs(path: str | Path, format: str = "kaggle", *, on_bad_row: str = "error", **kwargs) -> pd.DataFrame:
-    """Read a pair table by format name (the names ``config.data.format`` accepts).
-
-    ``kaggle`` also accepts a folder in the Kaggle layout (reads its train file). Extra
-    keyword arguments go to the reader (e.g. ``aggregate=False`` for votes).
-    """
-    if format == "kaggle":
-        p = Path(path)
-        if p.is_dir():
-            p = locate_kaggle_files(p).train
-        return read_kaggle_csv(p, on_bad_row=on_bad_row, **kwargs)
-    readers = {
-        "jsonl": read_pairwise_jsonl,
-        "rm_gallery": read_rm_gallery,
-        "alpaca_eval": read_alpaca_eval,
-        "votes": read_votes,
-    }
-    if format not in readers:
-        raise InputError(f"unknown data format {format!r}; known: {', '.join(PAIR_FORMATS)}")
-    return readers[format](path, on_bad_row=on_bad_row, **kwargs)

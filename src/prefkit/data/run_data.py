@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from prefkit.data.kaggle import locate_kaggle_files
-from prefkit.data.readers import read_pairs
+from prefkit.data.formats import read_pairs
 from prefkit.errors import InputError
 
 
