@@ -78,3 +78,156 @@ def test_progress_bar_off_a_terminal_writes_one_final_line(capsys):
         pass
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\r" not in err and err.startswith("folds: 50/50 fold in ")
+
+
+# ---------------------------------------------------------------------------------------
+# Run folders: lock, one-step replacement, ownership
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A small synthetic arena, a config that trains on it in seconds, and one finished run."""
+    from prefkit.config import load_config
+    from prefkit.data.synthetic import write_synthetic_arena
+    from prefkit.features.feature_model import train_feature_model
+
+    root = tmp_path_factory.mktemp("reliability")
+    write_synthetic_arena(root / "data", n_train=300, n_test=60, seed=3)
+    config = root / "tiny.yaml"
+    config.write_text(
+        f"name: feat\noutput_dir: {root / 'runs'}\ndata:\n  dir: {root / 'data'}\nfolds:\n  n_folds: 3\n"
+        "features:\n  num_threads: 1\n  learning_rate: 0.1\n  early_stopping_rounds: 20\n"
+        f"stack:\n  inner_folds: 3\n  submission: {root / 'submission.csv'}\n"
+    )
+    train_feature_model(load_config(config))
+    return root, config
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]  # not the lock
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_finished_run_is_marked_complete_and_lists_its_files(project):
+    root, _ = project
+    run = root / "runs" / "feat"
+    marker = read_marker(run)
+    assert marker["kind"] == "features" and marker["status"] == "complete"
+    on_disk = set(file_hashes(run)) - {"run.json"}
+    assert set(marker["files"]) - {"run.json"} == on_disk
+    assert not (root / "runs" / "feat.staging").exists()
+
+
+def test_a_second_run_into_a_locked_folder_stops_at_once_naming_the_holder(project):
+    root, config = project
+    run = root / "runs" / "feat"
+    before = file_hashes(run)
+    with RunLock(run):
+        result = prefkit("train-features", "-c", config)
+    line = one_line_error(result)
+    assert f"pid {os.getpid()}" in line and "in use" in line
+    assert file_hashes(run) == before
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_said(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "command": "prefkit stack x"}))
+    said = []
+    with RunFolder(folder, kind="stack", echo=said.append).open() as run:
+        run.write_text("metrics.json", "{}")
+    assert len(said) == 1 and f"pid {pid}" in said[0] and "no longer running" in said[0]
+    assert is_complete(folder) and (folder / "metrics.json").read_text() == "{}"
+
+
+def test_a_run_killed_midway_leaves_the_previous_run_whole(project, tmp_path):
+    root, config = project
+    run = copy_run(root / "runs" / "feat", tmp_path / "runs" / "feat")
+    before = file_hashes(run)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "prefkit", "train-features", "-c", str(config), f"output_dir={tmp_path / 'runs'}",
+         "features.learning_rate=0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "runs" / "feat.staging" / "models" / "fold_0.txt").exists():
+            assert child.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert file_hashes(run) == before  # every file of the previous run, none of the killed one
+    # the next run clears the killed run's staging folder and replaces the folder whole
+    assert prefkit("train-features", "-c", config, f"output_dir={tmp_path / 'runs'}", "features.learning_rate=0.2").returncode == 0
+    assert is_complete(run) and "learning_rate: 0.2" in (run / "config.yaml").read_text()
+    assert not (tmp_path / "runs" / "feat.staging").exists()
+
+
+def test_a_failed_stack_keeps_the_previous_stack(project, tmp_path):
+    root, config = project
+    ok = prefkit("stack", root / "runs" / "feat", "-c", config, f"output_dir={tmp_path}", "stack.name=st",
+                 f"stack.submission={tmp_path / 'sub.csv'}")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    before = file_hashes(tmp_path / "st")
+    bad_sample = tmp_path / "sample.csv"
+    bad_sample.write_text("id,winner_model_a,winner_model_b,winner_tie\nnope,0.3,0.3,0.4\n")
+    failed = prefkit("stack", root / "runs" / "feat", "-c", config, f"output_dir={tmp_path}", "stack.name=st",
+                     f"stack.submission={tmp_path / 'sub.csv'}", f"data.sample_submission={bad_sample}")  # fmt: skip
+    one_line_error(failed)
+    assert file_hashes(tmp_path / "st") == before
+
+
+def test_run_folder_replaces_only_its_own_kind(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("id\n1\n")
+    with pytest.raises(InputError, match="not a prefkit features output .*train.csv.*--force"):
+        RunFolder(data, kind="features").open().__enter__()
+    assert (data / "train.csv").read_text() == "id\n1\n" and not (data / ".lock").exists()
+    with RunFolder(data, kind="features", force=True).open() as run:  # --force: beside the user's files
+        run.write_text("oof.csv", "x")
+    assert (data / "train.csv").read_text() == "id\n1\n" and (data / "oof.csv").exists()
+    with pytest.raises(InputError, match="holds a prefkit features run, not a stack run"):
+        RunFolder(data, kind="stack").open().__enter__()
+
+
+def test_synth_refuses_a_folder_of_real_data(tmp_path):
+    data = tmp_path / "kaggle"
+    data.mkdir()
+    (data / "train.csv").write_text("precious\n")
+    line = one_line_error(prefkit("synth", data, "--n-train", "50", "--n-test", "10"))
+    assert "train.csv" in line and "--force" in line
+    assert (data / "train.csv").read_text() == "precious\n"
+    again = tmp_path / "syn"
+    assert prefkit("synth", again, "--n-train", "50", "--n-test", "10").returncode == 0
+    assert prefkit("synth", again, "--n-train", "60", "--n-test", "10", "--seed", "1").returncode == 0  # its own output
+    assert len(pd.read_csv(again / "train.csv")) == 60
+
+
+def test_check_output_path_protects_inputs_and_foreign_files(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("id,prompt\n1,x\n")
+    with pytest.raises(InputError, match="input of this command"):
+        check_output_path(data, [data], kind="fold_map", force=True)
+    link = tmp_path / "alias.csv"
+    link.symlink_to(data)
+    with pytest.raises(InputError, match="input of this command"):
+        check_output_path(link, [data], kind="fold_map")
+    with pytest.raises(InputError, match="not a prefkit fold_map file"):
+        check_output_path(data, [], kind="fold_map")
+    own = tmp_path / "folds.csv"
+    own.write_text("id,fold\n1,0\n")
+    assert check_output_path(own, [data], kind="fold_map") == own

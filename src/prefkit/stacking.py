@@ -33,7 +33,16 @@ import pandas as pd
 from prefkit.calibration import apply_temperature, fit_temperature, to_logits
 from prefkit.config import RunConfig, StackConfig, build_config, save_config
 from prefkit.errors import InputError
-from prefkit.predictions import OOF_FILE, TEST_FILE, make_predictions, prob_matrix, read_predictions, write_predictions
+from prefkit.predictions import (
+    OOF_FILE,
+    TEST_FILE,
+    atomic_write_csv,
+    make_predictions,
+    prob_matrix,
+    read_predictions,
+    write_predictions,
+)
+from prefkit.submission import default_submission_path, sample_submission_for
 
 log = logging.getLogger("prefkit.stack")
 
@@ -139,6 +148,62 @@ def align_runs(runs: list[BaseRun], pairs: pd.DataFrame):
     if len(rows) < len(pairs):
         log.warning("stacking %d of %d training pairs: the others lack an OOF prediction in some run", len(rows), len(pairs))
     return rows, folds, probs
+
+
+def run_fold_map(run: BaseRun, cfg: RunConfig, pairs: pd.DataFrame) -> pd.Series | None:
+    """Fold per training id of the rows ``run`` was trained on: its ``folds.csv``, else the
+    folds its saved config makes (on ``pairs`` when it names the same data); None when
+    neither can be read."""
+    folds_csv = run.dir / "folds.csv"
+    if folds_csv.exists():
+        try:
+            table = pd.read_csv(folds_csv, dtype={"id": str})
+            return pd.Series(table["fold"].to_numpy(dtype=int), index=table["id"].astype(str))
+        except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise InputError("not a readable fold map (columns id,fold)", file=folds_csv) from None
+    saved = run.dir / "config.yaml"
+    if not saved.exists():
+        return None
+    import yaml
+
+    from prefkit.data.folds import folds_for
+
+    try:
+        run_cfg = build_config(yaml.safe_load(saved.read_text()) or {}, source=str(saved))
+        run_pairs = pairs
+        if run_cfg.data != cfg.data:
+            from prefkit.data.run_data import load_run_data
+
+            run_pairs, _ = load_run_data(run_cfg)
+        folds = folds_for(run_cfg, run_pairs)
+    except (InputError, OSError, ValueError, yaml.YAMLError):
+        return None
+    return pd.Series(np.asarray(folds, dtype=int), index=run_pairs["id"].astype(str).to_numpy())
+
+
+def check_complete_folds(runs: list[BaseRun], pairs: pd.DataFrame, cfg: RunConfig, say) -> None:
+    """Say how many rows each run covers; refuse a run whose OOF stops part-way through the
+    folds it claims (a killed run's file, a truncated copy): the rows present would be
+    stacked as if they were all."""
+    for r in runs:
+        claimed = sorted(set(r.oof["fold"].astype(int).tolist()) - {-1})
+        tests = f", {len(r.test)} test rows" if r.test is not None else ", no test predictions"
+        line = f"  {r.name}: OOF for {len(r.oof)} of {len(pairs)} training pairs (folds {', '.join(map(str, claimed))}){tests}"
+        fold_of = run_fold_map(r, cfg, pairs)
+        if fold_of is None:
+            say(line + " (not checked against its folds: no folds.csv, and its config's data cannot be read)")
+            continue
+        have = set(r.oof["id"].astype(str))
+        for k in claimed:
+            expected = fold_of.index[fold_of.to_numpy() == k]
+            missing = [i for i in expected if i not in have]
+            if missing:
+                raise InputError(
+                    f"OOF stops part-way through fold {k}: {len(expected) - len(missing)} of its {len(expected)} rows "
+                    f"(first missing id {missing[0]!r}); the run was cut short or the file truncated: finish or rerun it",
+                    file=r.dir / OOF_FILE,
+                )
+        say(line)
 
 
 def stacking_folds(folds: np.ndarray, sub: pd.DataFrame, cfg: RunConfig) -> np.ndarray:
@@ -265,18 +330,18 @@ def nested_oof(x, labels, weights, groups, folds, cfg: StackConfig, seed: int = 
     return oof, per_fold
 
 
-def stack_runs(cfg: RunConfig, run_dirs, pairs: pd.DataFrame | None = None) -> StackResult:
+def stack_runs(cfg: RunConfig, run_dirs, pairs: pd.DataFrame | None = None, force: bool = False, echo=None) -> StackResult:
     """Stack the runs in ``run_dirs`` (see the module docstring). ``pairs`` (the training
     pairs, for labels and groups) default to ``cfg.data`` or, when that names no data, the
-    data of the first run's saved config."""
-    from prefkit.metrics import summary
-    from prefkit.features.feature_model import run_logging, training_labels
-    from prefkit.plots import reliability_diagram
+    data of the first run's saved config. The stack folder is written as one unit
+    (:class:`prefkit.rundir.RunFolder`), the submission after it; ``echo`` gets the lines
+    a user must see (rows each base model covers)."""
+    from prefkit.rundir import RunFolder, check_output_path
 
     runs = read_runs(run_dirs)
     stack_dir = Path(cfg.output_dir) / cfg.stack.name
     for r in runs:
-        if r.dir.resolve() == stack_dir.resolve():
+        if r.dir.resolve() == stack_dir.resolve() or stack_dir.resolve() in r.dir.resolve().parents:
             raise InputError(f"the stack would overwrite its own input run; choose another stack.name than {cfg.stack.name!r}", file=r.dir)
     cfg = data_config_of(cfg, runs)
     if pairs is None:
@@ -284,9 +349,38 @@ def stack_runs(cfg: RunConfig, run_dirs, pairs: pd.DataFrame | None = None) -> S
 
         pairs, _ = load_run_data(cfg)
     pairs = pairs.reset_index(drop=True)
+    say = echo or (lambda line: None)
+    check_complete_folds(runs, pairs, cfg, say)
+    submission_out, sample = None, None
+    if any(r.test is not None for r in runs):
+        sample = sample_submission_for(cfg)
+        if sample is not None:
+            inputs = [sample, *(r.dir / f for r in runs for f in (OOF_FILE, TEST_FILE))]
+            submission_out = check_output_path(cfg.stack.submission or default_submission_path(cfg.stack.name),
+                                               inputs, kind="submission", force=force, option="stack.submission")  # fmt: skip
+    with RunFolder(stack_dir, kind="stack", force=force).open() as folder:
+        result, table = _stack_into(folder.dir, cfg, runs, pairs, sample, submission_out, say)
+    result.run_dir = stack_dir
+    if table is not None:
+        result.submission = atomic_write_csv(table, submission_out)
+        result.metrics["submission"] = str(result.submission)
+        log.info("submission: %s", result.submission)
+    return result
+
+
+def _stack_into(stack_dir: Path, cfg: RunConfig, runs: list[BaseRun], pairs: pd.DataFrame, sample, submission_out, say):
+    """Fit, calibrate and write the stack into ``stack_dir``; the submission table (built
+    and checked, not yet written) when there are test predictions and a sample."""
+    from prefkit.features.feature_model import run_logging, training_labels
+    from prefkit.metrics import summary
+    from prefkit.plots import reliability_diagram
+    from prefkit.submission import build_submission, check_submission, read_sample_submission
+
     handler = run_logging(stack_dir, "stack.log")
+    table = None
     try:
         rows, folds, probs = align_runs(runs, pairs)
+        say(f"stacking {len(rows)} of {len(pairs)} training pairs (the rows every run predicted out of fold)")
         tests = align_tests(runs)
         sub = pairs.iloc[rows]
         folds = stacking_folds(folds, sub, cfg)
@@ -325,30 +419,26 @@ def stack_runs(cfg: RunConfig, run_dirs, pairs: pd.DataFrame | None = None) -> S
         write_predictions(oof_preds, stack_dir / OOF_FILE)
         reliability_diagram(labels, oof, stack_dir / "reliability.png", title=f"{sc.name} OOF (calibrated, T={temperature:.3f})")
 
-        test_preds, submission = None, None
-        if tests is not None:
+        test_preds = None
+        if tests is None:
+            metrics["no_submission"] = "the stacked runs have no test predictions (test.csv): they were trained without a test set"
+        else:
             test_ids, test_probs = tests
             test = apply_temperature(final.predict_proba(stack_inputs(test_probs)), temperature)
             test_preds = make_predictions(test_ids, test, sc.name, -1)
             write_predictions(test_preds, stack_dir / TEST_FILE)
             metrics["n_test"] = len(test_ids)
-            submission = _write_submission(cfg, test_preds)
-        metrics["submission"] = str(submission) if submission else None
+            if sample is None:
+                metrics["no_submission"] = "no sample_submission.csv (set data.sample_submission, or data.dir to a folder holding one)"
+            else:
+                sample_table = read_sample_submission(sample)
+                table = build_submission(test_preds, sample_table, cfg.stack.clip)
+                check_submission(table, sample_table, source=str(submission_out))
+        if "no_submission" in metrics:
+            log.warning("no submission written: %s", metrics["no_submission"])
+        metrics["submission"] = None
         (stack_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     finally:
         logging.getLogger("prefkit").removeHandler(handler)
         handler.close()
-    return StackResult(stack_dir, oof_preds, test_preds, metrics, submission)
-
-
-def _write_submission(cfg: RunConfig, test_preds: pd.DataFrame) -> Path | None:
-    from prefkit.submission import default_submission_path, sample_submission_for, write_submission
-
-    sample = sample_submission_for(cfg)
-    if sample is None:
-        log.warning("no sample_submission.csv (data.sample_submission or data.dir): no submission written")
-        return None
-    out = cfg.stack.submission or default_submission_path(cfg.stack.name)
-    path = write_submission(test_preds, sample, out, clip=cfg.stack.clip)
-    log.info("submission: %s", path)
-    return path
+    return StackResult(stack_dir, oof_preds, test_preds, metrics, None), table

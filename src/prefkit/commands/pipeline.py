@@ -16,18 +16,29 @@ OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # a dotted override, not a 
 DEMO_SETTINGS = ["features.learning_rate=0.06", "features.early_stopping_rounds=50"]
 
 
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Write into an existing folder that is not this command's own output (its other files are kept).")
+]
+
+
 @app.command("train-features")
-def train_features_cmd(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def train_features_cmd(config: ConfigOpt = None, overrides: OverridesArg = None, force: ForceOpt = False) -> None:
     """Train the LightGBM feature model on every fold: OOF + test predictions.
 
     Writes runs/<name>/{oof.csv,test.csv,folds.csv,config.yaml,metrics.json,reliability.png,
-    importance.csv,train.log,models/}."""
+    importance.csv,train.log,models/,run.json} as one unit: a failed or killed run leaves the previous one."""
     cfg = resolve_config(config, overrides)
     from prefkit.features.feature_model import train_feature_model
 
-    result = train_feature_model(cfg)
+    result = train_feature_model(cfg, force=force)
     oof = result.metrics["oof"]
     typer.echo(f"OOF log loss {oof['log_loss']:.4f}, accuracy {oof['accuracy']:.4f} ({oof['n']} pairs) -> {result.run_dir}")
+    if result.test is None:
+        typer.echo(
+            "no test set (data.test, or test.csv in data.dir): no test predictions written, "
+            "so a stack of this run writes no submission",
+            err=True,
+        )
 
 
 @app.command("stack")
@@ -41,6 +52,7 @@ def stack_cmd(
         ),
     ],
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Stack run folders (nested CV), calibrate (temperature) and write the submission.
 
@@ -54,7 +66,7 @@ def stack_cmd(
     cfg = resolve_config(config, overrides)
     from prefkit.stacking import stack_runs
 
-    result = stack_runs(cfg, run_dirs)
+    result = stack_runs(cfg, run_dirs, force=force, echo=typer.echo)
     m = result.metrics
     for base in m["inputs"]:
         typer.echo(f"  {base['name']}: OOF log loss {base['log_loss']:.4f}")
@@ -64,6 +76,8 @@ def stack_cmd(
     )
     if result.submission:
         typer.echo(f"submission: {result.submission}")
+    else:
+        typer.echo(f"no submission written: {m.get('no_submission', 'no test predictions')}", err=True)
 
 
 def _score_lines(scores: dict) -> list[str]:

@@ -585,31 +585,31 @@ def write_synthetic_arena(
     n_test: int = 1000,
     n_prompts: int | None = None,
     seed: int = 0,
+    force: bool = False,
     **params,
 ) -> SyntheticInfo:
     """Write a synthetic arena in the Kaggle layout to ``out_dir`` and return its truth.
 
     Files: train.csv, test.csv, sample_submission.csv (1/3 each, as Kaggle's),
     solution.csv (one-hot test labels), truth.csv (true probabilities of every row),
-    truth.json (:class:`SyntheticInfo`).
+    truth.json (:class:`SyntheticInfo`). An existing folder is replaced (in one step) only
+    when it is a synthetic arena itself, or with ``force``: a folder of real data is refused.
     """
+    from prefkit.rundir import RunFolder
+
     arena = generate_arena_frames(n_train=n_train, n_test=n_test, n_prompts=n_prompts, seed=seed, **params)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "train": out / "train.csv",
-        "test": out / "test.csv",
-        "sample_submission": out / "sample_submission.csv",
-        "solution": out / "solution.csv",
-        "truth": out / "truth.csv",
-    }
-    arena.train.to_csv(files["train"], index=False)
-    arena.test.to_csv(files["test"], index=False)
-    arena.sample_submission.to_csv(files["sample_submission"], index=False)
-    arena.solution.to_csv(files["solution"], index=False)
-    arena.truth.to_csv(files["truth"], index=False, float_format="%.10g")
-    info = arena.info
-    info.out_dir = str(out)
-    info.files = {k: str(v) for k, v in files.items()} | {"truth_json": str(out / "truth.json")}
-    (out / "truth.json").write_text(json.dumps(info.to_dict(), indent=2, allow_nan=True) + "\n")
+    names = {"train": "train.csv", "test": "test.csv", "sample_submission": "sample_submission.csv",
+             "solution": "solution.csv", "truth": "truth.csv"}  # fmt: skip
+    with RunFolder(out, kind="synth", force=force, what="data folder").open() as folder:
+        staged = folder.dir
+        arena.train.to_csv(staged / names["train"], index=False)
+        arena.test.to_csv(staged / names["test"], index=False)
+        arena.sample_submission.to_csv(staged / names["sample_submission"], index=False)
+        arena.solution.to_csv(staged / names["solution"], index=False)
+        arena.truth.to_csv(staged / names["truth"], index=False, float_format="%.10g")
+        info = arena.info
+        info.out_dir = str(out)
+        info.files = {k: str(out / v) for k, v in names.items()} | {"truth_json": str(out / "truth.json")}
+        (staged / "truth.json").write_text(json.dumps(info.to_dict(), indent=2, allow_nan=True) + "\n")
     return info

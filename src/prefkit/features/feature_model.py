@@ -29,6 +29,7 @@ from prefkit.config import FeaturesConfig, RunConfig, save_config
 from prefkit.errors import InputError
 from prefkit.features import join_extra_features, pair_features, swap_features
 from prefkit.predictions import OOF_FILE, TEST_FILE, make_predictions, write_predictions
+from prefkit.rundir import RunFolder
 from prefkit.schema import SWAP_ORDER, label_matrix
 
 log = logging.getLogger("prefkit.features")
@@ -171,16 +172,16 @@ def train_feature_model(
     pairs: pd.DataFrame | None = None,
     test_pairs: pd.DataFrame | None = None,
     folds: np.ndarray | None = None,
+    force: bool = False,
 ) -> FeatureModelResult:
     """Train the feature model on every fold of ``pairs`` and predict ``test_pairs``.
 
     Without ``pairs`` the data comes from ``cfg.data``; without ``folds`` from
-    ``cfg.folds`` (:func:`prefkit.data.folds.folds_for`)."""
+    ``cfg.folds`` (:func:`prefkit.data.folds.folds_for`). The run folder is written as one
+    unit (:class:`prefkit.rundir.RunFolder`): a failed or killed run leaves the previous one;
+    ``force`` writes into a folder that is not a feature-model run."""
+    from prefkit.data.folds import folds_for
     from prefkit.data.run_data import load_run_data
-    from prefkit.progress import progress_bar
-    from prefkit.data.folds import folds_for, save_fold_map
-    from prefkit.metrics import summary
-    from prefkit.plots import reliability_diagram
 
     if pairs is None:
         pairs, loaded_test = load_run_data(cfg)
@@ -192,7 +193,18 @@ def train_feature_model(
     if len(folds) != len(pairs):
         raise ValueError(f"{len(folds)} folds for {len(pairs)} pairs")
 
-    run_dir = cfg.run_dir
+    with RunFolder(cfg.run_dir, kind="features", force=force).open() as run:
+        result = _train_into(run.dir, cfg, pairs, labels, weights, folds, test_pairs)
+    result.run_dir = cfg.run_dir
+    return result
+
+
+def _train_into(run_dir: Path, cfg: RunConfig, pairs, labels, weights, folds, test_pairs) -> FeatureModelResult:
+    from prefkit.data.folds import save_fold_map
+    from prefkit.metrics import summary
+    from prefkit.plots import reliability_diagram
+    from prefkit.progress import progress_bar
+
     handler = run_logging(run_dir, "train.log")
     try:
         fc = cfg.features
