@@ -56,10 +56,14 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError("prediction file not found", file=path)
+    if path.is_dir():
+        raise InputError("expected a prediction file, found a folder", file=path)
     try:
         preds = pd.read_csv(path, dtype={"id": str, "model": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
-        raise InputError(f"not a readable CSV ({err})", file=path) from None
+    except UnicodeDecodeError:
+        raise InputError("not a text CSV (binary or not UTF-8)", file=path) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError) as err:
+        raise InputError(f"not a readable CSV ({' '.join(str(err).split())[:200]})", file=path) from None
     return validate_predictions(preds, str(path))
 
 
@@ -73,7 +77,12 @@ def validate_predictions(preds: pd.DataFrame, source: str = "predictions") -> pd
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
         raise InputError(f"duplicate id {preds['id'].iloc[row]!r}", file=source, row=row + 1, column="id")
-    probs = prob_matrix(preds)
+    folds = pd.to_numeric(preds["fold"], errors="coerce").to_numpy(dtype=float)
+    not_int = ~np.isfinite(folds) | (folds != np.round(folds))
+    if not_int.any():
+        row = int(np.flatnonzero(not_int)[0])
+        raise InputError(f"fold {preds['fold'].iloc[row]!r} is not an integer", file=source, row=row + 1, column="fold")
+    probs = np.column_stack([pd.to_numeric(preds[c], errors="coerce").to_numpy(dtype=float) for c in LABELS])
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | ~np.isclose(probs.sum(axis=1), 1.0, atol=1e-4)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
