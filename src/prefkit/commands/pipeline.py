@@ -172,3 +172,15 @@ def demo_cmd(
         typer.echo(f"{name:<18}{value:>8.4f}")
     typer.echo(f"{'gap to Bayes':<18}{scores['log_loss'] - info.bayes_log_loss:>8.4f}")
     typer.echo(f"(pipeline accuracy {scores['accuracy']:.4f}; Bayes log loss on the sampled labels {info.bayes_log_loss_realised:.4f})")
+    _demo_leaderboard(data_dir / "train.csv", info.model_skill, root / "leaderboard.csv")
+
+
+def _demo_leaderboard(train_csv: Path, model_skill: dict[str, float], out: Path) -> None:
+    """The synthetic models' leaderboard fitted from the demo's own battles, beside their true skill."""
+    from prefkit.scores.leaderboard import arena_leaderboard, leaderboard_lines
+
+    table, rho, fitted = arena_leaderboard(train_csv, model_skill)
+    table.to_csv(out, index=False)
+    typer.echo(f"\nleaderboard from the {fitted.n_comparisons:.0f} training battles (model_a/model_b) -> {out}")
+    for line in leaderboard_lines(table, rho, fitted):
+        typer.echo(line)
