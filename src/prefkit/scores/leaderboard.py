@@ -33,12 +33,15 @@ def truth_leaderboard(fitted: ScoreFit, truth: dict[str, float]) -> tuple[pd.Dat
     return table, float(spearmanr(fitted.scores, true).statistic)
 
 
-def arena_leaderboard(train_csv: str | Path, truth: dict[str, float]) -> tuple[pd.DataFrame, float, ScoreFit]:
-    """Davidson Bradley-Terry over the arena's ``model_a``/``model_b`` battles, beside ``truth``."""
+def arena_leaderboard(train_csv: str | Path, truth: dict[str, float], l2: float = 0.01) -> tuple[pd.DataFrame, float, ScoreFit]:
+    """Davidson Bradley-Terry over the arena's ``model_a``/``model_b`` battles, beside ``truth``.
+
+    A weak prior (``l2``) keeps the fit finite when a small arena has a model that never
+    lost or never won; with hundreds of battles per model it moves no score visibly."""
     from prefkit.scores.bt import fit
     from prefkit.scores.data import load_comparisons
 
-    fitted = fit(load_comparisons("kaggle", train_csv), ties="davidson")
+    fitted = fit(load_comparisons("kaggle", train_csv), ties="davidson", l2=l2)
     table, rho = truth_leaderboard(fitted, truth)
     return table, rho, fitted
 
