@@ -12,7 +12,6 @@ from prefkit.features.embeddings import (
     embed_texts,
     features_from_embeddings,
     fit_diff_projection,
-    head_tail,
     pair_embedding_features,
     write_features,
 )
@@ -64,15 +63,6 @@ def pairs():
     b[5] = a[5]  # identical responses
     labels = np.eye(3)[rng.integers(0, 3, n)]
     return make_pairs([f"p{i}" for i in range(n)], prompts, a, b, labels=labels)
-
-
-def test_head_tail_keeps_both_ends():
-    ids = list(range(10))
-    assert head_tail(ids, 20) == ids
-    assert head_tail(ids, 4) == [0, 1, 8, 9]
-    assert head_tail(ids, 5, head_fraction=0.2) == [0, 6, 7, 8, 9]
-    assert head_tail(ids, 3, head_fraction=1.0) == [0, 1, 2]
-    assert head_tail(ids, 3, head_fraction=0.0) == [7, 8, 9]
 
 
 def test_tokenize_truncates_with_special_tokens_kept(tiny_model):

@@ -68,6 +68,7 @@ def test_head_tail_keeps_both_ends():
     assert head_tail(ids, 10, 0.5, marker=[-1]) == [0, 1, 2, 3, -1, 95, 96, 97, 98, 99]
     assert head_tail(ids, 200, 0.5) == ids
     assert head_tail(ids, 0, 0.5) == []
+    assert head_tail(list(range(10)), 5, 0.2) == [0, 6, 7, 8, 9]  # round(5 * 0.2) from the start
 
 
 def test_field_text_marks_turns_only_when_several():

@@ -47,6 +47,7 @@ import pandas as pd
 from prefkit.atomic import atomic_path, atomic_write_text
 from prefkit.errors import InputError
 from prefkit.schema import turns_text
+from prefkit.text.render import head_tail
 
 DEFAULT_CACHE_DIR = Path("runs/cache/embeddings")
 _FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -185,16 +186,6 @@ def _load_encoder(model_dir: str | Path, device: str = "cpu", dtype: str = "floa
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     max_positions = getattr(model.config, "max_position_embeddings", None)
     return Encoder(tokenizer, model, device, prefix, suffix, int(pad_id), max_positions)
-
-
-def head_tail(ids: Sequence[int], budget: int, head_fraction: float = 0.5) -> list[int]:
-    """Keep ``budget`` tokens: the first ``round(budget * head_fraction)`` and the rest from the end."""
-    ids = list(ids)
-    if len(ids) <= budget:
-        return ids
-    head = int(round(budget * head_fraction))
-    tail = budget - head
-    return ids[:head] + (ids[len(ids) - tail :] if tail else [])
 
 
 def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int, head_fraction: float = 0.5, chunk: int = 4096) -> list[list[int]]:
