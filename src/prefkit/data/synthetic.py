@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prefkit.metrics import log_loss, prior_log_loss
 from prefkit.schema import normalise_text
 
 TRAIN_COLUMNS = ("id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie")
@@ -379,10 +380,6 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=1)
 
 
-def _realised_log_loss(p: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(p)), labels], 1e-15, 1.0))))
-
-
 # ---------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------
@@ -550,13 +547,10 @@ def generate_arena_frames(
 
     # Reference log losses.
     tr_lab, te_lab = labels[is_train], labels[~is_train]
-    prior = np.bincount(tr_lab, minlength=3) / max(1, len(tr_lab))
-    prior = np.clip(prior, 1e-15, 1.0)
-    prior /= prior.sum()
     if len(te_lab):
         bayes = float(_entropy(probs[~is_train]).mean())
-        bayes_real = _realised_log_loss(probs[~is_train], te_lab)
-        prior_ll = float(-np.mean(np.log(prior[te_lab])))
+        bayes_real = log_loss(te_lab, probs[~is_train])
+        prior_ll = prior_log_loss(tr_lab, te_lab)
         tie_test = float(np.mean(te_lab == 2))
     else:
         bayes = bayes_real = prior_ll = tie_test = float("nan")
@@ -573,7 +567,7 @@ def generate_arena_frames(
         expected_tie_rate=float(probs[:, 2].mean()),
         bayes_log_loss=bayes,
         bayes_log_loss_realised=bayes_real,
-        bayes_log_loss_train=_realised_log_loss(probs[is_train], tr_lab),
+        bayes_log_loss_train=log_loss(tr_lab, probs[is_train]),
         prior_log_loss=prior_ll,
     )
     return SyntheticArena(train=train, test=test, sample_submission=sample, solution=solution, truth=truth, info=info)
