@@ -44,7 +44,7 @@ from prefkit.errors import InputError
 from prefkit.scores.data import Comparisons
 
 TIES = ("davidson", "rao_kupper", "half")
-DENSE_LIMIT = 2500
+DENSE_LIMIT = 200
 CONVENTION = "mean zero (natural-log odds scale: s_i - s_j = log odds of i beating j)"
 EPS = 1e-300
 

@@ -248,8 +248,12 @@ def load_comparisons(
             for side, col in (("item_a", "response_a"), ("item_b", "response_b")):
                 texts.update(zip(pairs[side], (t[0] for t in pairs[col])))
         worker = ("worker", None) if fmt == "votes" else None
+    elif fmt == "parquet":  # a pair table written by `prefkit read --out`
+        from prefkit.data import read_pairs_parquet
+
+        pairs, worker = read_pairs_parquet(path), None
     else:
-        raise InputError(f"scores read comparisons, votes, jsonl, kaggle, alpaca_eval or rm_gallery, not {fmt!r}")
+        raise InputError(f"scores read comparisons, votes, jsonl, kaggle, alpaca_eval, rm_gallery or parquet, not {fmt!r}")
     groups = None
     if cluster == "prompt":
         groups = pairs["group"].to_numpy()
