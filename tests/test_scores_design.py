@@ -129,3 +129,56 @@ def test_simulation_has_a_row_per_design_and_budget(tmp_path):
     for _, rows in table.groupby("design"):
         assert rows.sort_values("budget")["spearman"].iloc[-1] > rows.sort_values("budget")["spearman"].iloc[0]
     assert simulation_plot(table, tmp_path / "sim.png", n_items=30).stat().st_size > 1000
+
+
+def _cli(*args):
+    from prefkit.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_design_cli_writes_the_pairs_file(tmp_path, capsys):
+    docs = tmp_path / "docs.csv"
+    pd.DataFrame({"document_id": [f"d{k}" for k in range(30)], "text": [f"text {k}" for k in range(30)]}).to_csv(docs, index=False)
+    for method, budget in (("anchor", 120), ("random", 90)):
+        out = tmp_path / f"{method}.csv"
+        assert _cli("scores", "design", "--items", docs, "--budget", budget, "--method", method, "--out", out) == 0
+        pairs = pd.read_csv(out)
+        assert list(pairs.columns) == ["item_a", "item_b"] and len(pairs) <= budget
+        assert set(pairs["item_a"]) | set(pairs["item_b"]) == {f"d{k}" for k in range(30)}
+        names = sorted(set(pairs["item_a"]) | set(pairs["item_b"]))
+        i, j = pairs["item_a"].map(names.index).to_numpy(), pairs["item_b"].map(names.index).to_numpy()
+        assert n_components(30, i, j) == 1
+    # Adaptive: the next batch given comparisons made so far (the random pairs, judged by a known truth).
+    truth = np.linspace(-3, 3, 30)
+    made = pd.read_csv(tmp_path / "random.csv")
+    a, b = made["item_a"].str[1:].astype(int), made["item_b"].str[1:].astype(int)
+    comp = simulate_comparisons(truth, a, b, nu=0.3, rng=0)
+    made["winner"] = np.array(["a", "b", "tie"])[comp.y.argmax(axis=1)]
+    made.rename(columns={"item_a": "doc_a", "item_b": "doc_b"}).to_csv(tmp_path / "comparisons.csv", index=False)
+    out = tmp_path / "next.csv"
+    args = ("scores", "design", "--items", docs, "--budget", 15, "--method", "adaptive", "--comparisons", tmp_path / "comparisons.csv")
+    assert _cli(*args, "--out", out) == 0
+    nxt = pd.read_csv(out)
+    assert len(nxt) == 15 and not (nxt["item_a"] == nxt["item_b"]).any()
+    gap = np.abs(nxt["item_a"].str[1:].astype(int) - nxt["item_b"].str[1:].astype(int))
+    assert gap.mean() < np.abs(a - b).mean()  # the next pairs are closer in score than random ones
+    capsys.readouterr()
+
+
+def test_design_cli_bad_input_is_one_line(tmp_path, capsys):
+    table = tmp_path / "items.csv"
+    pd.DataFrame({"name": ["x", "y"]}).to_csv(table, index=False)
+    assert _cli("scores", "design", "--items", table, "--budget", 3) == 2
+    assert "no id column" in capsys.readouterr().err
+    assert _cli("scores", "design", "--items", 10, "--budget", 5) == 2
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_simulate_cli_writes_table_and_plot(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert _cli("scores", "simulate", "--items", 20, "--budgets", "20,40", "--reps", 1, "--designs", "random,anchor", "--out", out) == 0
+    table = pd.read_csv(out / "simulation.csv")
+    assert len(table) == 4 and set(table["design"]) == {"random", "anchor"}
+    assert (out / "simulation.png").stat().st_size > 1000
+    assert "spearman" in capsys.readouterr().out
