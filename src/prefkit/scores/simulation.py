@@ -133,12 +133,16 @@ def simulation_plot(table: pd.DataFrame, path: str | Path, n_items: int | None =
 
     fig = _figure(11.0, 4.2)
     axes = fig.subplots(1, 2)
+    budgets = sorted(int(b) for b in table["budget"].unique())
     for design, rows in table.groupby("design", sort=False):
         rows = rows.sort_values("budget")
         for ax, metric in zip(axes, ("spearman", "rmse")):
-            ax.errorbar(rows["budget"], rows[metric], yerr=rows[f"{metric}_sd"].fillna(0.0), marker="o", capsize=3, label=design)
+            label = f"{design} (at most 4N)" if design == "anchor" else design
+            ax.errorbar(rows["budget"], rows[metric], yerr=rows[f"{metric}_sd"].fillna(0.0), marker="o", capsize=3, label=label)
     for ax, label in zip(axes, ("Spearman, fitted vs true", "RMSE of centred scores")):
         ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
         ax.set_xlabel("budget (comparisons)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
