@@ -377,8 +377,9 @@ def _newton(problem: _Problem, theta: np.ndarray, max_iter: int, tol: float):
         decrement = -grad @ step
         if decrement <= 0:  # not a descent direction (inexact solve): steepest descent
             step, decrement = -grad, grad @ grad
-        if decrement / 2 < tol * scale:
-            return theta, f, it, True
+        if decrement / 2 < tol * scale:  # converged: this last (tiny, accurate) step is free
+            theta = _center(theta + step, problem.n, problem.component)
+            return theta, problem.value(theta), it, True
         alpha = 1.0
         while True:
             trial = theta + alpha * step
