@@ -42,13 +42,13 @@ def read_items(spec: str, id_column: str | None = None) -> list[str]:
     return ids.tolist()
 
 
-def _adaptive_from(items: list[str], fmt: str, path: str, budget: int, l2: float, seed: int):
+def _adaptive_from(items: list[str], fmt: str, path: str, docs: str | None, budget: int, l2: float, seed: int):
     """The next ``budget`` pairs given the comparisons made so far (fitted with prior ``l2``)."""
     from prefkit.scores.bt import fit
     from prefkit.scores.data import from_names, load_comparisons
     from prefkit.scores.design import adaptive_pairs
 
-    made = load_comparisons(fmt, path)
+    made = load_comparisons(fmt, path, docs=docs)
     names = np.asarray(made.items, dtype=object)
     made = from_names(names[made.i], names[made.j], made.y, made.weight, items=items)
     fitted = fit(made, ties="davidson", l2=l2, se=False)
@@ -68,6 +68,9 @@ def design_cmd(
         Optional[str], typer.Option("--comparisons", help="adaptive: comparisons made so far (the next batch is chosen given their fit).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Format of --comparisons (as `prefkit read`).")] = "comparisons",
+    docs: Annotated[
+        Optional[str], typer.Option("--docs", help="comparisons format: the document table (default: docs.csv* beside them).")
+    ] = None,
     l2: Annotated[float, typer.Option("--l2", min=0.0, help="adaptive: prior precision of the scores (the fit's L2).")] = 1.0,
     id_column: Annotated[Optional[str], typer.Option("--id-column", help="The id column of the --items table.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -88,7 +91,7 @@ def design_cmd(
         if method == "anchor":
             i, j = designs.anchor_design(len(names), anchors_per_item=anchors_per_item, budget=budget, rng=seed)
         elif method == "adaptive" and comparisons is not None:
-            i, j = _adaptive_from(names, fmt, comparisons, budget, l2, seed)
+            i, j = _adaptive_from(names, fmt, comparisons, docs, budget, l2, seed)
         else:
             i, j = designs.random_regular_design(len(names), budget, rng=seed)
     except ValueError as err:
