@@ -15,7 +15,8 @@ from prefkit.features.embeddings import (
     pair_embedding_features,
     write_features,
 )
-from prefkit.schema import make_pairs, swap_pairs
+from prefkit.schema import make_pairs
+from prefkit.testing.tiny import swap_pairs
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue green is was and or not very big small house tree why how what".split()
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from prefkit.config import load_config
-from prefkit.data.folds import load_fold_map, make_folds
+from prefkit.data.folds import import_fold_map, make_folds
 from prefkit.data.kaggle import read_kaggle_csv
 from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.errors import InputError
@@ -41,7 +41,7 @@ def test_oof_covers_every_row_once_with_the_fold_map(trained):
     pairs = read_kaggle_csv(cfg.data.dir + "/train.csv")
     oof = read_predictions(result.run_dir / "oof.csv")
     assert sorted(oof["id"]) == sorted(pairs["id"])  # every row, none twice (ids unique)
-    fold_map = load_fold_map(result.run_dir / "folds.csv", oof["id"])
+    fold_map = import_fold_map(result.run_dir / "folds.csv", oof["id"]).folds
     assert (oof["fold"].to_numpy() == fold_map).all()
     expected = make_folds(pairs, n_folds=3, seed=cfg.folds.seed)
     by_id = dict(zip(pairs["id"], expected))

@@ -10,7 +10,8 @@ from prefkit.data.kaggle import read_kaggle_csv
 from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.errors import InputError
 from prefkit.features import SIDE_FEATURES, join_extra_features, pair_features, swap_features
-from prefkit.schema import make_pairs, swap_pairs
+from prefkit.schema import make_pairs
+from prefkit.testing.tiny import swap_pairs
 
 RICH = (
     "# Title\n"

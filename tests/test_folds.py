@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from prefkit.config import build_config
-from prefkit.data.folds import fold_table, folds_for, import_fold_map, load_fold_map, make_folds, save_fold_map
+from prefkit.data.folds import fold_table, folds_for, import_fold_map, make_folds, save_fold_map
 from prefkit.errors import InputError
 from prefkit.schema import make_pairs
 
@@ -80,7 +80,7 @@ def test_save_and_load_round_trip(tmp_path, name):
     folds = make_folds(pairs, n_folds=5)
     path = save_fold_map(pairs["id"], folds, tmp_path / name)
     shuffled = pairs["id"].sample(frac=1.0, random_state=0)
-    loaded = load_fold_map(path, shuffled)
+    loaded = import_fold_map(path, shuffled).folds
     assert np.array_equal(loaded, folds[shuffled.index.to_numpy()])
 
 
@@ -89,7 +89,7 @@ def test_group_keyed_map(tmp_path):
     folds = make_folds(pairs, n_folds=5)
     path = save_fold_map(pairs["group"], folds, tmp_path / "groups.json")
     assert len(json.loads(path.read_text())) == pairs["group"].nunique()
-    assert np.array_equal(load_fold_map(path, pairs["group"]), folds)
+    assert np.array_equal(import_fold_map(path, pairs["group"]).folds, folds)
     with pytest.raises(InputError, match="more than one fold"):
         save_fold_map(["x", "x"], [0, 1], tmp_path / "bad.csv")
 
@@ -108,31 +108,31 @@ def test_letter_keyed_json_map(tmp_path):
 def test_int_map_csv_with_other_key_name(tmp_path):
     path = tmp_path / "map.csv"
     path.write_text("text_id,fold\nx,0\ny,1\nz,2\n")
-    assert load_fold_map(path, ["z", "x", "y"]).tolist() == [2, 0, 1]
+    assert import_fold_map(path, ["z", "x", "y"]).folds.tolist() == [2, 0, 1]
 
 
 def test_missing_id_names_the_first(tmp_path):
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"a": 0, "b": 1}))
     with pytest.raises(InputError, match=r"id 'c' \(data row 2\) is not in the fold map \(2 of 3"):
-        load_fold_map(path, ["a", "c", "d"])
+        import_fold_map(path, ["a", "c", "d"])
 
 
 def test_bad_map_files(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        load_fold_map(tmp_path / "nope.csv", ["a"])
+        import_fold_map(tmp_path / "nope.csv", ["a"])
     bad_ext = tmp_path / "map.txt"
     bad_ext.write_text("a 0\n")
     with pytest.raises(InputError, match=r"\.csv or \.json"):
-        load_fold_map(bad_ext, ["a"])
+        import_fold_map(bad_ext, ["a"])
     one_fold = tmp_path / "one.json"
     one_fold.write_text(json.dumps({"a": 0, "b": 0}))
     with pytest.raises(InputError, match="distinct fold"):
-        load_fold_map(one_fold, ["a"])
+        import_fold_map(one_fold, ["a"])
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
-        load_fold_map(broken, ["a"])
+        import_fold_map(broken, ["a"])
 
 
 def test_folds_for_config(tmp_path):

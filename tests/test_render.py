@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from prefkit.config import RenderConfig
 from prefkit.errors import ConfigError
-from prefkit.testing.tiny import tiny_tokenizer
-from prefkit.schema import make_pairs, swap_pairs
+from prefkit.schema import make_pairs
+from prefkit.testing.tiny import swap_pairs, tiny_tokenizer
 from prefkit.text.render import PairRenderer, allocate, field_text, head_tail
 
 MINILM = Path("checkpoints/pretrained/all-MiniLM-L6-v2")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from prefkit.errors import InputError
-from prefkit.schema import make_pairs, prompt_group, swap_pairs, validate_pairs
+from prefkit.schema import make_pairs, prompt_group, validate_pairs
+from prefkit.testing.tiny import swap_pairs
 
 
 def _pairs(labels=None, ids=("a", "b")):

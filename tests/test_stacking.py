@@ -15,7 +15,7 @@ from prefkit.data.synthetic import write_synthetic_arena
 from prefkit.errors import InputError
 from prefkit.metrics import log_loss
 from prefkit.predictions import make_predictions, read_predictions, write_predictions
-from prefkit.schema import hard_labels
+from prefkit.schema import label_matrix
 from prefkit.submission import validate_submission
 
 
@@ -41,7 +41,7 @@ def _noisy_probs(y, rng, strength, n=None):
 
 def _write_run(run_dir, name, pairs, test, folds, strength, seed):
     rng = np.random.default_rng(seed)
-    write_predictions(make_predictions(pairs["id"], _noisy_probs(hard_labels(pairs), rng, strength), name, folds), run_dir / "oof.csv")
+    write_predictions(make_predictions(pairs["id"], _noisy_probs(label_matrix(pairs).argmax(axis=1), rng, strength), name, folds), run_dir / "oof.csv")
     if test is not None:
         write_predictions(make_predictions(test["id"], _noisy_probs(None, rng, 0, len(test)), name, -1), run_dir / "test.csv")
     return run_dir

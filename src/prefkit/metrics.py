@@ -165,12 +165,3 @@ def class_ece(target, prob, n_bins: int = 10) -> float:
         return float("nan")
     gaps = np.abs(np.nan_to_num(b["observed"] - b["mean_pred"]))
     return float((gaps * b["count"]).sum() / n)
-
-
-def expected_calibration_error(labels, probs, n_bins: int = 10) -> dict[str, float]:
-    """Class-wise ECE per class (``a``, ``b``, ``tie``) and their mean (``mean``)."""
-    p = _probs(probs)
-    t = _targets(labels, len(p))
-    out = {name: class_ece(t[:, k], p[:, k], n_bins) for k, name in zip(CLASSES, CLASS_NAMES)}
-    out["mean"] = float(np.mean([out[n] for n in CLASS_NAMES]))
-    return out

@@ -74,44 +74,6 @@ def reliability_diagram(labels, probs, path: str | Path, title: str = "Reliabili
     return _save(fig, path)
 
 
-def fold_scores_plot(scores, path: str | Path, metric: str = "log loss", title: str = "Scores per fold") -> Path:
-    """Grouped bars of a score per fold for one or more models.
-
-    ``scores``: ``{model: [score of fold 0, fold 1, ...]}`` or a DataFrame with columns
-    ``model, fold, score``.
-    """
-    if hasattr(scores, "pivot_table"):
-        table = scores.pivot_table(index="fold", columns="model", values="score", aggfunc="mean")
-        data = {str(m): table[m].to_numpy(dtype=float) for m in table.columns}
-        folds = [str(f) for f in table.index]
-    else:
-        data = {str(m): np.asarray(v, dtype=float) for m, v in scores.items()}
-        n = max((len(v) for v in data.values()), default=0)
-        folds = [str(i) for i in range(n)]
-    if not data:
-        raise ValueError("no scores to plot")
-    fig = _figure(max(6.0, 1.2 * len(folds) + 2), 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(data)
-    x = np.arange(len(folds))
-    for j, (model, values) in enumerate(data.items()):
-        mean = float(np.nanmean(values))
-        ax.bar(x[: len(values)] + (j - (len(data) - 1) / 2) * width, values, width=width * 0.95, label=f"{model} (mean {mean:.4f})")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"fold {f}" for f in folds])
-    ax.set_ylabel(metric)
-    finite = np.concatenate([v[np.isfinite(v)] for v in data.values()])
-    if len(finite):
-        lo, hi = float(finite.min()), float(finite.max())
-        pad = max(1e-3, (hi - lo) * 0.5)
-        ax.set_ylim(max(0.0, lo - pad), hi + pad)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
-    ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Learning curves") -> Path:
     """Validation log loss against step, a line per fold, each fold's best evaluation starred;
     beside it, the mean training loss between evaluations when the evaluations carry it.

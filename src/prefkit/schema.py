@@ -99,11 +99,6 @@ def label_matrix(pairs: pd.DataFrame) -> np.ndarray:
     return pairs[list(LABELS)].to_numpy(dtype=float)
 
 
-def hard_labels(pairs: pd.DataFrame) -> np.ndarray:
-    """Class index 0 = A, 1 = B, 2 = tie (argmax of the probability label)."""
-    return label_matrix(pairs).argmax(axis=1)
-
-
 def validate_pairs(pairs: pd.DataFrame, source: str = "pairs", require_labels: bool = False) -> pd.DataFrame:
     """Check a pair table against the schema; raise :class:`InputError` at the first problem."""
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
@@ -160,17 +155,6 @@ def validate_items(items: pd.DataFrame, source: str = "items") -> pd.DataFrame:
         if not isinstance(text, str):
             raise InputError("expected text (a string)", file=source, row=row + 1, column="text")
     return items
-
-
-def swap_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
-    """A and B exchanged, label exchanged (ties stay ties). Ids keep their value."""
-    out = pairs.copy()
-    out["response_a"], out["response_b"] = pairs["response_b"], pairs["response_a"]
-    out["p_a"], out["p_b"] = pairs["p_b"], pairs["p_a"]
-    for a, b in (("model_a", "model_b"), ("item_a", "item_b")):
-        if a in pairs.columns and b in pairs.columns:
-            out[a], out[b] = pairs[b], pairs[a]
-    return out
 
 
 def turns_text(turns: list[str]) -> str:

@@ -231,15 +231,6 @@ def import_fold_map(path: str | Path, ids) -> FoldMapImport:
     return result
 
 
-def load_fold_map(path: str | Path, ids) -> np.ndarray:
-    """Fold index per entry of ``ids`` from a fold map (CSV ``id,fold`` or JSON ``{id: fold}``).
-
-    Missing ids raise :class:`InputError` naming the first; keys in the map that are not
-    in the data are fine (logged; :func:`import_fold_map` returns the count).
-    """
-    return import_fold_map(path, ids).folds
-
-
 def folds_for(cfg: RunConfig, pairs: pd.DataFrame) -> np.ndarray:
     """Folds for a run: ``cfg.folds.fold_map`` imported when set, else :func:`make_folds`.
 

@@ -23,7 +23,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
@@ -31,7 +30,6 @@ from prefkit.errors import InputError
 
 log = logging.getLogger("prefkit.data")
 
-OnBadRow = Literal["error", "skip"]
 ON_BAD_ROW = ("error", "skip")
 
 # Drops that happen under either policy and are not bad input (logged at INFO, not WARNING).

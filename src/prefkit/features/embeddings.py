@@ -49,7 +49,6 @@ from prefkit.errors import InputError
 from prefkit.schema import turns_text
 from prefkit.text.render import head_tail
 
-DEFAULT_CACHE_DIR = Path("runs/cache/embeddings")
 _FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 _fingerprint_memo: dict[tuple, str] = {}

@@ -166,3 +166,15 @@ def toy_pairs(n: int = 64, seed: int = 0, multi_turn_every: int = 5):
         rb.append([text(lb) for _ in range(turns)])
         labels.append([1.0, 0.0, 0.0] if la > lb else [0.0, 1.0, 0.0] if lb > la else [0.0, 0.0, 1.0])
     return make_pairs([f"p{i}" for i in range(n)], prompts, ra, rb, np.array(labels), groups=[f"g{i}" for i in range(n)])
+
+
+def swap_pairs(pairs):
+    """A and B exchanged, label exchanged (ties stay ties), ids kept: the oracle of the
+    swap-symmetry tests of features, rendering and embeddings."""
+    out = pairs.copy()
+    out["response_a"], out["response_b"] = pairs["response_b"], pairs["response_a"]
+    out["p_a"], out["p_b"] = pairs["p_b"], pairs["p_a"]
+    for a, b in (("model_a", "model_b"), ("item_a", "item_b")):
+        if a in pairs.columns and b in pairs.columns:
+            out[a], out[b] = pairs[b], pairs[a]
+    return out

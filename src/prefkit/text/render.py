@@ -45,7 +45,6 @@ import pandas as pd
 from prefkit.config import RenderConfig
 from prefkit.errors import ConfigError
 
-FIELDS = ("prompt", "response_a", "response_b")
 DECODER_MARKERS = ("<prompt>:\n", "\n\n<response_a>:\n", "\n\n<response_b>:\n")
 CHAT_QUESTION = "Which response better answers the prompt: A, B, or is it a tie?"
 _SENTINELS = ("@@PREFKIT_PROMPT@@", "@@PREFKIT_RESPONSE_A@@", "@@PREFKIT_RESPONSE_B@@")
