@@ -94,7 +94,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from prefkit.config import load_config
 from prefkit.models.transformer import build_model
-from prefkit.train.loop import restore_sharded_state, trainable_state
+from prefkit.train.state import restore_sharded_state, trainable_state
 
 dist.init_process_group("gloo")
 mesh = init_device_mesh("cpu", (dist.get_world_size(),))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from prefkit.models import packing
+from prefkit.text.batching import pack_batches
 
 pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -69,7 +70,7 @@ def test_pack_batches_cover_rows_once_within_budget(shuffle):
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 300, size=500)
     lengths[3] = 900  # longer than the budget: a pack of its own
-    packs = packing.pack_batches(lengths, max_tokens=512, shuffle=shuffle, seed=5)
+    packs = pack_batches(lengths, max_tokens=512, shuffle=shuffle, seed=5)
     flat = sorted(i for p in packs for i in p)
     assert flat == list(range(len(lengths)))
     for p in packs:
@@ -82,13 +83,13 @@ def test_pack_batches_cover_rows_once_within_budget(shuffle):
 
 def test_pack_batches_seeded_and_max_pairs():
     lengths = np.arange(1, 200)
-    a = packing.pack_batches(lengths, 256, shuffle=True, seed=3)
-    b = packing.pack_batches(lengths, 256, shuffle=True, seed=3)
-    c = packing.pack_batches(lengths, 256, shuffle=True, seed=4)
+    a = pack_batches(lengths, 256, shuffle=True, seed=3)
+    b = pack_batches(lengths, 256, shuffle=True, seed=3)
+    c = pack_batches(lengths, 256, shuffle=True, seed=4)
     assert a == b and a != c
-    capped = packing.pack_batches(lengths, 10_000, max_pairs=7)
+    capped = pack_batches(lengths, 10_000, max_pairs=7)
     assert max(len(p) for p in capped) <= 7
-    assert packing.pack_batches([], 100) == []
+    assert pack_batches([], 100) == []
 
 
 def test_collate_packed_layout():
@@ -107,14 +108,6 @@ def test_collate_packed_layout():
     assert p.position_ids[0, 6:].tolist() == [0, 1, 2, 3]
     assert p.last_index.tolist() == [2, 3, 5]
     assert packing.collate_packed(seqs, pad_to_multiple_of=4).input_ids.shape == (1, 8)
-
-
-def test_collate_packed_items_matches_dataset_items():
-    items = [{"input_ids": [1, 2], "index": 4, "targets": np.array([1, 0, 0], np.float32), "weight": 2.0}, {"input_ids": [3], "index": 9, "targets": np.array([0, 0, 1], np.float32), "weight": 1.0}]
-    b = packing.collate_packed_items(items, pad_id=0)
-    assert b.index.tolist() == [4, 9]
-    assert b.targets.tolist() == [[1, 0, 0], [0, 0, 1]]
-    assert b.weights.tolist() == [2.0, 1.0]
 
 
 def test_cu_seqlens_from_position_ids():

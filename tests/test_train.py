@@ -14,8 +14,11 @@ from prefkit.config import TrainConfig, load_config
 from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.predictions import read_predictions
 from prefkit.text.batching import collate, make_length_batches
-from prefkit.train.loop import TrainItems, epoch_batches, train_transformer
-from prefkit.train.losses import soft_cross_entropy, soft_log_loss
+from prefkit.errors import ConfigError
+from prefkit.metrics import log_loss
+from prefkit.train.batches import TrainItems, epoch_batches
+from prefkit.train.engine import train_folds
+from prefkit.train.losses import soft_cross_entropy
 
 torch.set_num_threads(1)
 
@@ -64,7 +67,7 @@ def test_soft_label_loss_equals_cross_entropy_on_one_hot():
     soft = torch.tensor([[0.6, 0.3, 0.1]])
     at_target = soft_cross_entropy(soft.log(), soft)
     assert at_target < soft_cross_entropy(torch.zeros(1, 3), soft)
-    np.testing.assert_allclose(soft_log_loss(onehot.numpy(), torch.softmax(logits, -1).numpy()), float(F.cross_entropy(logits, y)), rtol=1e-5)
+    np.testing.assert_allclose(log_loss(onehot.numpy(), torch.softmax(logits, -1).numpy()), float(F.cross_entropy(logits, y)), rtol=1e-5)
 
 
 # -- batching --------------------------------------------------------------------------
@@ -118,7 +121,7 @@ def test_paired_swap_batches_hold_each_pair_with_its_swap():
 def test_fold_run_writes_oof_test_checkpoints_and_log(tmp_path, bert, data):
     pairs, folds, test = data
     cfg = _cfg(tmp_path, bert, "train.max_steps=4", "train.evals_per_epoch=2", "train.swap=paired")
-    res = train_transformer(cfg, pairs, folds, test_pairs=test)
+    res = train_folds(cfg, pairs, folds, test_table=test)
     run = cfg.run_dir
     for k in range(3):
         fd = run / f"fold_{k}"
@@ -131,7 +134,7 @@ def test_fold_run_writes_oof_test_checkpoints_and_log(tmp_path, bert, data):
     tst = read_predictions(run / "test.csv")
     assert list(tst["id"]) == list(test["id"]) and (tst["fold"] == -1).all()
     assert np.isfinite(res.oof_log_loss) and res.oof_log_loss == pytest.approx(
-        soft_log_loss(pairs.set_index("id").loc[oof["id"], ["p_a", "p_b", "p_tie"]].to_numpy(), oof[["p_a", "p_b", "p_tie"]].to_numpy())
+        log_loss(pairs.set_index("id").loc[oof["id"], ["p_a", "p_b", "p_tie"]].to_numpy(), oof[["p_a", "p_b", "p_tie"]].to_numpy())
     )
     log = (run / "train.log").read_text()
     assert "first training example" in log and "[CLS]" in log and "val log loss" in log
@@ -149,18 +152,18 @@ def test_fold_run_writes_oof_test_checkpoints_and_log(tmp_path, bert, data):
 def test_resume_after_interruption_gives_the_same_oof(tmp_path, bert, data):
     pairs, folds, test = data
     common = ["train.max_steps=6", "train.state_every_steps=2", "train.evals_per_epoch=2", "train.folds=[1]"]
-    full = train_transformer(_cfg(tmp_path / "a", bert, *common), pairs, folds, test_pairs=test)
+    full = train_folds(_cfg(tmp_path / "a", bert, *common), pairs, folds, test_table=test)
 
     cfg = _cfg(tmp_path / "b", bert, *common)
 
     with pytest.raises(Killed):
-        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at(5))
+        train_folds(cfg, pairs, folds, test_table=test, on_step=kill_at(5))
     state = cfg.run_dir / "fold_1" / "state"
     assert json.loads((state / "progress.json").read_text())["step"] == 4
     assert not (cfg.run_dir / "fold_1" / "done.json").exists()
 
     steps = []
-    resumed = train_transformer(cfg, pairs, folds, test_pairs=test, on_step=lambda f, s: steps.append(s))
+    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s: steps.append(s))
     assert steps == [5, 6]  # steps 1-4 are not repeated
     np.testing.assert_allclose(resumed.oof[["p_a", "p_b", "p_tie"]].to_numpy(), full.oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(resumed.test[["p_a", "p_b", "p_tie"]].to_numpy(), full.test[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
@@ -173,7 +176,7 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
     cfg = _cfg(
         tmp_path, bert, "train.max_steps=2", "train.folds=[0]", "train.swap=off", "train.tta_swap=false", "train.max_train_pairs=16"
     )
-    first = train_transformer(cfg, pairs, folds)
+    first = train_folds(cfg, pairs, folds)
     assert [r.fold for r in first.folds] == [0]
     assert json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())["train_pairs"] == 16
 
@@ -181,8 +184,9 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
         raise AssertionError(f"fold {fold} trained again")
 
     trained_with = (cfg.run_dir / "config.yaml").read_text()
-    relaunched = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
-    again = train_transformer(relaunched, pairs, folds, on_step=must_not_train)
+    # settings that do not change what a fold learns (evaluation batch size, logging) reuse it
+    relaunched = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_batch_size": 3, "log_every_steps": 1})})
+    again = train_folds(relaunched, pairs, folds, on_step=must_not_train)
     assert (cfg.run_dir / "config.yaml").read_text() == trained_with  # combining keeps the training config
     pd.testing.assert_frame_equal(again.oof, first.oof)
     # The log says how the skipped fold was produced (it may come from another machine).
@@ -191,7 +195,7 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
 
     trained = []
     cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": [0, 2]})})
-    both = train_transformer(cfg2, pairs, folds, on_step=lambda f, s: trained.append(f))
+    both = train_folds(cfg2, pairs, folds, on_step=lambda f, s: trained.append(f))
     assert set(trained) == {2}
     assert sorted(set(both.oof["fold"])) == [0, 2]
 
@@ -210,7 +214,7 @@ def test_grad_accumulation_and_early_stopping(tmp_path, bert, data):
         "train.folds=[0]",
         "train.tta_swap=false",
     )
-    train_transformer(cfg, pairs, folds)
+    train_folds(cfg, pairs, folds)
     done = json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())
     assert done["total_steps"] == 12
     assert done["stopped_early"] and done["steps"] < 12
@@ -219,13 +223,75 @@ def test_grad_accumulation_and_early_stopping(tmp_path, bert, data):
     assert done["val_log_loss"] == pytest.approx(best)
     oof = read_predictions(cfg.run_dir / "fold_0" / "oof.csv")
     y = pairs.set_index("id").loc[oof["id"], ["p_a", "p_b", "p_tie"]].to_numpy()
-    assert soft_log_loss(y, oof[["p_a", "p_b", "p_tie"]].to_numpy()) == pytest.approx(best, rel=1e-5)
+    assert log_loss(y, oof[["p_a", "p_b", "p_tie"]].to_numpy()) == pytest.approx(best, rel=1e-5)
 
 
 def test_accelerator_settings_can_change_within_a_process():
-    from prefkit.train.loop import make_accelerator
+    from prefkit.train.engine import make_accelerator
 
     make_accelerator(TrainConfig(device="cpu"))
     acc = make_accelerator(TrainConfig(device="cpu", mixed_precision="bf16", grad_accum=3))
     assert acc.mixed_precision == "bf16" and acc.gradient_accumulation_steps == 3
     make_accelerator(TrainConfig(device="cpu"))  # back to the defaults for later tests
+
+
+# -- what a finished fold may be reused for --------------------------------------------
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("folds.seed=7", "folds.seed=42, now 7"),
+        ("render.max_length=40", "render.max_length=48, now 40"),
+        ("train.lr=0.5", "train.lr=0.001, now 0.5"),
+    ],
+)
+def test_a_finished_fold_is_never_reused_under_other_settings(tmp_path, bert, data, change, named):
+    pairs, folds, _ = data
+    common = ["train.max_steps=1", "train.folds=[0]", "train.swap=off", "train.tta_swap=false"]
+    train_folds(_cfg(tmp_path, bert, *common), pairs, folds)
+    with pytest.raises(ConfigError) as err:
+        train_folds(_cfg(tmp_path, bert, *common, change), pairs, folds)
+    line = str(err.value)
+    assert "fold 0" in line and named in line and "delete" in line and "\n" not in line
+
+
+def test_other_training_rows_are_not_reused_silently(tmp_path, bert, data):
+    pairs, folds, _ = data
+    common = ["train.max_steps=1", "train.folds=[0]", "train.swap=off", "train.tta_swap=false"]
+    train_folds(_cfg(tmp_path, bert, *common), pairs, folds)
+    moved = folds.copy()
+    moved[[0, 1]] = moved[[1, 0]]  # another fold map: a row of fold 0 and one of fold 1 trade places
+    with pytest.raises(ConfigError, match="other (training|validation) rows"):
+        train_folds(_cfg(tmp_path, bert, *common), pairs, moved)
+    relabelled = pairs.copy()
+    tie = relabelled.loc[3, "p_tie"] == 1
+    relabelled.loc[3, ["p_a", "p_b", "p_tie"]] = [1.0, 0.0, 0.0] if tie else [0.0, 0.0, 1.0]
+    with pytest.raises(ConfigError, match="other (training|validation) rows"):
+        train_folds(_cfg(tmp_path, bert, *common), relabelled, folds)
+
+
+def test_validation_metrics_use_sample_weights(tmp_path, bert, data):
+    pairs, folds, _ = data
+    weighted = pairs.copy()
+    weighted["weight"] = np.where(np.arange(len(pairs)) % 2 == 0, 5.0, 0.2)
+    cfg = _cfg(tmp_path, bert, "train.max_steps=2", "train.folds=[0]", "train.swap=off", "train.tta_swap=false")
+    res = train_folds(cfg, weighted, folds)
+    done = json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())
+    oof = res.oof.set_index("id").loc[weighted["id"][folds == 0]]
+    y = weighted.set_index("id").loc[oof.index, ["p_a", "p_b", "p_tie"]].to_numpy()
+    w = weighted.set_index("id").loc[oof.index, "weight"].to_numpy()
+    probs = oof[["p_a", "p_b", "p_tie"]].to_numpy()
+    assert done["val_log_loss"] == pytest.approx(log_loss(y, probs, w), rel=1e-6)
+    assert done["val_log_loss"] != pytest.approx(log_loss(y, probs), rel=1e-4)
+    assert res.oof_log_loss == pytest.approx(log_loss(y, probs, w), rel=1e-6)
+
+
+def test_rows_of_fold_minus_one_always_train_and_are_never_validated(tmp_path, bert, data):
+    pairs, folds, _ = data
+    folds = folds.copy()
+    folds[:6] = -1
+    cfg = _cfg(tmp_path, bert, "train.max_steps=1", "train.swap=off", "train.tta_swap=false")
+    res = train_folds(cfg, pairs, folds)
+    assert sorted(r.fold for r in res.folds) == [0, 1, 2]
+    assert set(res.oof["id"]) == set(pairs["id"][folds >= 0])
+    done = json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())
+    assert done["train_pairs"] == int((folds != 0).sum())  # the -1 rows among them

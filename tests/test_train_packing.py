@@ -10,12 +10,14 @@ import torch
 
 from prefkit.config import TrainConfig, load_config
 from prefkit.errors import ConfigError
-from prefkit.infer.predict import predict_ids, use_packing
+from prefkit.infer.predict import inference_plan, predict_encoded, use_packing
+from prefkit.tasks import Encoded, get_task
 from prefkit.models import packing
 from prefkit.testing.tiny import tiny_config, toy_pairs, write_tiny_checkpoint
 from prefkit.predictions import read_predictions
-from prefkit.train import loop
-from prefkit.train.loop import TrainItems, epoch_batches, train_transformer
+from prefkit.train import engine
+from prefkit.train.batches import TrainItems, epoch_batches
+from prefkit.train.engine import train_folds
 
 torch.set_num_threads(1)
 PROBS = ["p_a", "p_b", "p_tie"]
@@ -54,14 +56,14 @@ def _cfg(root, ckpt, *overrides):
 def _record_losses(monkeypatch) -> list:
     """Losses and batch kinds of every training micro-batch."""
     seen = []
-    original = loop.compute_loss
+    original = engine.FoldTrainer.compute_loss
 
-    def recording(model, batch, label_smoothing=0.0):
-        loss = original(model, batch, label_smoothing)
+    def recording(self, batch):
+        loss = original(self, batch)
         seen.append((float(loss.detach()), isinstance(batch, packing.PackedBatch)))
         return loss
 
-    monkeypatch.setattr(loop, "compute_loss", recording)
+    monkeypatch.setattr(engine.FoldTrainer, "compute_loss", recording)
     return seen
 
 
@@ -121,11 +123,17 @@ def test_packed_inference_matches_padded(ckpts):
     from prefkit.text.render import PairRenderer
 
     seqs, _ = PairRenderer(tok, cfg.render).render_pairs(toy_pairs(12, seed=1), swapped=False)
-    padded = predict_ids(model, seqs, tok.pad_token_id, batch_size=4)
+    task = get_task("pair3")
+
+    def predict(packed, batch_size=4, max_tokens=None, static=False):
+        plan = inference_plan(TrainConfig(eval_batch_size=batch_size, eval_max_tokens=max_tokens), seqs, packed)
+        longest = max(len(s) for s in seqs)
+        return predict_encoded(model, task, Encoded(seqs), tok.pad_token_id, plan, static_min_seqlen=longest if static else None)
+
+    padded = predict(packed=False)
     packing.enable_packed_attention(model)
-    for kw in ({"batch_size": 4}, {"batch_size": 1}, {"batch_size": 4, "max_tokens": 150}, {"batch_size": 4, "pad_packs": True}):
-        packed = predict_ids(model, seqs, tok.pad_token_id, packed=True, **kw)
-        np.testing.assert_allclose(packed, padded, atol=1e-5, err_msg=str(kw))
+    for kw in ({"batch_size": 4}, {"batch_size": 1}, {"batch_size": 4, "max_tokens": 150}, {"batch_size": 4, "static": True}):
+        np.testing.assert_allclose(predict(packed=True, **kw), padded, atol=1e-5, err_msg=str(kw))
 
 
 # -- whole runs --------------------------------------------------------------------------------
@@ -133,7 +141,7 @@ def test_packed_fold_run_covers_every_row(tmp_path, ckpts, data, monkeypatch):
     pairs, folds, test = data
     seen = _record_losses(monkeypatch)
     cfg = _cfg(tmp_path, ckpts["llama"], "train.max_tokens=256", "train.max_steps=3", "train.swap=paired")
-    res = train_transformer(cfg, pairs, folds, test_pairs=test)
+    res = train_folds(cfg, pairs, folds, test_table=test)
     assert seen and all(is_pack for _, is_pack in seen) and np.isfinite([loss for loss, _ in seen]).all()
     oof = read_predictions(cfg.run_dir / "oof.csv")
     assert sorted(oof["id"]) == sorted(pairs["id"])
@@ -156,7 +164,7 @@ def test_packed_and_padded_training_agree(tmp_path, ckpts, data, monkeypatch, fa
     for mode in ("on", "off"):
         seen = _record_losses(monkeypatch)
         cfg = _cfg(tmp_path / mode, ckpts[family], *common, f"train.packing={mode}")
-        runs[mode] = (train_transformer(cfg, pairs, folds), [loss for loss, _ in seen], [p for _, p in seen])
+        runs[mode] = (train_folds(cfg, pairs, folds), [loss for loss, _ in seen], [p for _, p in seen])
     (packed, packed_losses, kinds_on), (padded, padded_losses, kinds_off) = runs["on"], runs["off"]
     assert all(kinds_on) and not any(kinds_off) and len(packed_losses) == 4
     np.testing.assert_allclose(packed_losses, padded_losses, rtol=1e-5)
@@ -168,25 +176,25 @@ def test_packed_and_padded_training_agree(tmp_path, ckpts, data, monkeypatch, fa
 def test_resume_with_packing_gives_the_same_oof(tmp_path, ckpts, data):
     pairs, folds, test = data
     common = ["train.max_tokens=300", "train.max_steps=6", "train.state_every_steps=2", "train.evals_per_epoch=2", "train.folds=[1]"]
-    full = train_transformer(_cfg(tmp_path / "a", ckpts["llama"], *common), pairs, folds, test_pairs=test)
+    full = train_folds(_cfg(tmp_path / "a", ckpts["llama"], *common), pairs, folds, test_table=test)
     cfg = _cfg(tmp_path / "b", ckpts["llama"], *common)
 
     with pytest.raises(Killed):
-        train_transformer(cfg, pairs, folds, test_pairs=test, on_step=kill_at(5))
+        train_folds(cfg, pairs, folds, test_table=test, on_step=kill_at(5))
     state = cfg.run_dir / "fold_1" / "state"
     assert json.loads((state / "progress.json").read_text())["packed"]
 
     # the saved state holds packed-run weights and batch positions: a padded run must not take it
     padded_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"packing": "off"})})
     with pytest.raises(ConfigError, match="packed batches, now padded"):
-        train_transformer(padded_cfg, pairs, folds, test_pairs=test)
+        train_folds(padded_cfg, pairs, folds, test_table=test)
     # nor a run with another accumulation (other steps, another schedule)
     accum_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": 2})})
     with pytest.raises(ConfigError, match="train.grad_accum=1, now 2"):
-        train_transformer(accum_cfg, pairs, folds, test_pairs=test)
+        train_folds(accum_cfg, pairs, folds, test_table=test)
 
     steps = []
-    resumed = train_transformer(cfg, pairs, folds, test_pairs=test, on_step=lambda f, s: steps.append(s))
+    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s: steps.append(s))
     assert steps == [5, 6]
     np.testing.assert_allclose(resumed.oof[PROBS].to_numpy(), full.oof[PROBS].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(resumed.test[PROBS].to_numpy(), full.test[PROBS].to_numpy(), atol=1e-6)

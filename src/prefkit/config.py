@@ -47,6 +47,7 @@ class FoldConfig(Section):
     n_folds: int = Field(default=5, ge=2)
     seed: int = 42
     fold_map: str | None = None  # import an existing map instead of making one
+    allow_split_groups: bool = False  # accept an imported map that puts one prompt group in several folds (a leak)
 
 
 class RenderConfig(Section):
@@ -112,6 +113,20 @@ class ModelConfig(Section):
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    # The output head on the backbone, by name (prefkit.models.heads); None: the task's own.
+    head: str | None = None
+    # random: the architecture of name_or_path's config.json with fresh weights (speed
+    # measurements of large models whose weights are not at hand); the tokenizer still loads.
+    init: Literal["pretrained", "random"] = "pretrained"
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, value):
+        if value is not None:
+            from prefkit.models.heads import head_spec
+
+            head_spec(value)  # a ValueError naming the known heads
+        return value
 
     @model_validator(mode="after")
     def _quantisation_needs_lora(self):
@@ -149,7 +164,6 @@ class TrainConfig(Section):
     soft_labels: bool = True  # train on p_a/p_b/p_tie as given; false: on their argmax
     folds: list[int] | None = None  # train only these folds
     max_train_pairs: int | None = Field(default=None, ge=1)  # random subset of each fold's training rows
-    num_workers: int = Field(default=0, ge=0)
     state_every_steps: int = Field(default=200, ge=1)  # save optimizer/scheduler/RNG state (resume)
     log_every_steps: int = Field(default=10, ge=1)
     keep_state: bool = False  # keep fold_<k>/state after the fold finishes
@@ -159,6 +173,17 @@ class TrainConfig(Section):
     # on: required (max_tokens needed; an encoder model is a ConfigError); off: padded.
     packing: Literal["auto", "on", "off"] = "auto"
     compile_layers: bool = False  # torch.compile each transformer block (packs padded to max_tokens)
+    loss: str | None = None  # a loss by name (prefkit.train.losses); None: the task's own
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value):
+        if value is not None:
+            from prefkit.train.losses import LOSSES
+
+            if value not in LOSSES:
+                raise ValueError(f"unknown loss {value!r}; known: {', '.join(sorted(LOSSES))}")
+        return value
 
     @field_validator("swap", mode="before")
     @classmethod
@@ -180,6 +205,7 @@ class TrainConfig(Section):
 class RunConfig(Section):
     name: str = "run"
     output_dir: str = "runs"
+    task: str = "pair3"  # what the learned model predicts (prefkit.tasks): pair3 = P(A), P(B), P(tie)
     seed: int = 42
     data: DataConfig = Field(default_factory=DataConfig)
     folds: FoldConfig = Field(default_factory=FoldConfig)
@@ -192,6 +218,15 @@ class RunConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value):
+        from prefkit.tasks import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; known: {', '.join(sorted(TASKS))}")
+        return value
 
     @model_validator(mode="after")
     def _fp16_needs_fp32_weights(self):

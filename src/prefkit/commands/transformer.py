@@ -24,11 +24,11 @@ def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = No
     cfg = resolve_config(config, overrides)
     from prefkit.data.folds import folds_for
     from prefkit.data.run_data import load_run_data
-    from prefkit.train.loop import train_transformer
+    from prefkit.train.engine import train_folds
 
     pairs, test = load_run_data(cfg)
     folds = folds_for(cfg, pairs)
-    result = train_transformer(cfg, pairs, folds, test_pairs=test)
+    result = train_folds(cfg, pairs, folds, test_table=test)
     if result is not None:
         typer.echo(f"OOF log loss {result.oof_log_loss:.4f} ({len(result.oof)} pairs) -> {result.run_dir}")
 

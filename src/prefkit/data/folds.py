@@ -72,8 +72,11 @@ def make_folds(pairs: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_colu
     with warnings.catch_warnings():
         # "The least populated class in y has only k members" for rare classes: harmless here.
         warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
-        for k, (_, held_out) in enumerate(splitter.split(np.zeros(n), y, groups)):
-            folds[held_out] = k
+        try:
+            for k, (_, held_out) in enumerate(splitter.split(np.zeros(n), y, groups)):
+                folds[held_out] = k
+        except ValueError as err:  # e.g. every label class has fewer rows than folds
+            raise InputError(f"{n} rows ({n_groups} prompt groups) cannot fill {n_folds} stratified folds: {err}") from None
     assert (folds >= 0).all()
     return folds
 
@@ -112,6 +115,48 @@ def save_fold_map(ids, folds, path: str | Path) -> Path:
     else:
         atomic_write_text(path, json.dumps({k: int(v) for k, v in zip(table["id"], table["fold"])}, indent=1) + "\n")
     return path
+
+
+def _shape(value) -> str:
+    """What kind of label a fold value is: runs of letters, digits and other characters
+    collapsed (``"A"`` and ``"E"`` are ``"A"``, ``"fold_3"`` and ``"fold_12"`` are ``"a_9"``)."""
+    classes = []
+    for ch in str(value).strip():
+        c = "9" if ch.isdigit() else "A" if ch.isupper() else "a" if ch.isalpha() else ch
+        if not classes or classes[-1] != c:
+            classes.append(c)
+    return "".join(classes)
+
+
+MIN_FOLD_SHARE = 0.1  # of the median fold: a smaller fold among large ones is a typo, not a fold
+
+
+def check_fold_labels(raw: list, path: Path, where) -> None:
+    """Refuse a fold value unlike the map's other folds: ``x`` amid ``A..E``, ``"5b"`` amid
+    ``0..4``, or a fold of a row or two among folds of hundreds. ``where(i)`` names entry
+    ``i`` (``(row, key)`` for the error)."""
+    from collections import Counter
+
+    shapes = Counter(_shape(v) for v in raw)
+    if len(shapes) > 1:
+        usual = shapes.most_common(1)[0][0]
+        i = next(i for i, v in enumerate(raw) if _shape(v) != usual)
+        row, key = where(i)
+        examples = sorted({str(v).strip() for v in raw if _shape(v) == usual})[:5]
+        raise InputError(
+            f"fold {str(raw[i]).strip()!r}{key} is unlike the map's other folds ({', '.join(examples)}): a typo?",
+            file=path, row=row, column="fold",
+        )  # fmt: skip
+    counts = Counter(str(v).strip() for v in raw)
+    median = float(np.median(list(counts.values())))
+    small = [v for v, n in counts.items() if median >= 20 and n < MIN_FOLD_SHARE * median]
+    if small:
+        i = next(i for i, v in enumerate(raw) if str(v).strip() == small[0])
+        row, key = where(i)
+        raise InputError(
+            f"fold {small[0]!r}{key} has {counts[small[0]]} row(s) against a median of {median:g} per fold: a typo?",
+            file=path, row=row, column="fold",
+        )  # fmt: skip
 
 
 def _normalise_values(raw: list, path: Path) -> tuple[list[int], list]:
@@ -178,6 +223,7 @@ def read_fold_map(path: str | Path) -> tuple[dict[str, int], list]:
         if key in seen:
             raise InputError(f"id {key!r} appears twice", file=path, row=row + 1 if suffix == ".csv" else None)
         seen.add(key)
+    check_fold_labels(values, path, lambda i: (i + 1, "") if suffix == ".csv" else (None, f" (key {keys[i]!r})"))
     codes, distinct = _normalise_values(values, path)
     return dict(zip(keys, codes)), distinct
 
@@ -231,6 +277,29 @@ def import_fold_map(path: str | Path, ids) -> FoldMapImport:
     return result
 
 
+def split_groups(pairs: pd.DataFrame, folds) -> pd.Series:
+    """Prompt groups whose rows lie in more than one fold: group -> its folds."""
+    if "group" not in pairs.columns:
+        return pd.Series(dtype=object)
+    table = pd.DataFrame({"group": pairs["group"].astype(str).to_numpy(), "fold": np.asarray(folds, dtype=int)})
+    per_group = table.groupby("group", sort=False)["fold"].unique()
+    return per_group[per_group.map(len) > 1]
+
+
+def check_groups_kept(pairs: pd.DataFrame, folds, source, allow: bool = False, flag: str = "--allow-split-groups") -> int:
+    """Refuse folds that put one prompt group in two folds (the model would validate on
+    prompts it trained on), unless ``allow``; returns the number of split groups."""
+    split = split_groups(pairs, folds)
+    if len(split) and not allow:
+        group, in_folds = split.index[0], sorted(int(f) for f in split.iloc[0])
+        raise InputError(
+            f"the fold map splits {len(split)} prompt group(s) across folds, e.g. group {group!r} is in folds "
+            f"{', '.join(map(str, in_folds))}: validation would see prompts from training; fix the map or pass {flag}",
+            file=source,
+        )
+    return len(split)
+
+
 def folds_for(cfg: RunConfig, pairs: pd.DataFrame) -> np.ndarray:
     """Folds for a run: ``cfg.folds.fold_map`` imported when set, else :func:`make_folds`.
 
@@ -251,6 +320,10 @@ def folds_for(cfg: RunConfig, pairs: pd.DataFrame) -> np.ndarray:
             raise by_id from None
     if len(result.fold_values) != cfg.folds.n_folds:
         log.warning("fold map %s has %d folds; folds.n_folds=%d is ignored", fold_map, len(result.fold_values), cfg.folds.n_folds)
+    allow = getattr(cfg.folds, "allow_split_groups", False)
+    n_split = check_groups_kept(pairs, result.folds, fold_map, allow=allow, flag="folds.allow_split_groups=true")
+    if n_split:
+        log.warning("fold map %s splits %d prompt group(s) across folds (folds.allow_split_groups=true)", fold_map, n_split)
     return result.folds
 
 
@@ -275,3 +348,16 @@ def fold_table(pairs: pd.DataFrame, folds: np.ndarray) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# One meaning of a fold id for every model: k >= 0 is validated in fold k and trains the
+# others; -1 always trains and is never validated (no OOF row).
+def validation_folds(folds) -> list[int]:
+    """The folds that have validation rows (ids >= 0), sorted."""
+    return sorted(int(f) for f in np.unique(np.asarray(folds, dtype=int)) if f >= 0)
+
+
+def fold_split(folds, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of fold ``k`` as row indices; -1 rows always train."""
+    folds = np.asarray(folds, dtype=int)
+    return np.flatnonzero(folds != k), np.flatnonzero(folds == k)

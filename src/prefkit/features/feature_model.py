@@ -200,7 +200,7 @@ def train_feature_model(
 
 
 def _train_into(run_dir: Path, cfg: RunConfig, pairs, labels, weights, folds, test_pairs) -> FeatureModelResult:
-    from prefkit.data.folds import save_fold_map
+    from prefkit.data.folds import save_fold_map, validation_folds
     from prefkit.metrics import summary
     from prefkit.plots import reliability_diagram
     from prefkit.progress import progress_bar
@@ -219,10 +219,11 @@ def _train_into(run_dir: Path, cfg: RunConfig, pairs, labels, weights, folds, te
 
         oof = np.full((len(pairs), 3), np.nan)
         test_sum = np.zeros((len(x_test), 3)) if x_test is not None else None
-        fold_ids = sorted(set(folds.tolist()))
+        fold_ids = validation_folds(folds)
+        validated = folds >= 0  # -1 rows always train and have no OOF prediction
         per_fold, importance = [], []
         for k in progress_bar(fold_ids, desc=f"{cfg.name} folds", unit="fold"):
-            tr, va = folds != k, folds == k
+            tr, va = folds != k, folds == k  # as prefkit.data.folds.fold_split
             xt, yt, wt = _training_set(x[tr], labels[tr], weights[tr], fc.swap_augment)
             xv, yv, wv = _training_set(x[va], labels[va], weights[va], fc.swap_augment)
             booster = fit_fold(xt, yt, wt, xv, yv, wv, fc, cfg.seed + k)
@@ -235,7 +236,7 @@ def _train_into(run_dir: Path, cfg: RunConfig, pairs, labels, weights, folds, te
             importance.append(booster.feature_importance("gain"))
             log.info("fold %d: val log loss %.4f, accuracy %.4f, %d trees", k, scores["log_loss"], scores["accuracy"], booster.best_iteration)
 
-        oof_preds = make_predictions(pairs["id"], oof, cfg.name, folds)
+        oof_preds = make_predictions(pairs["id"][validated], oof[validated], cfg.name, folds[validated])
         write_predictions(oof_preds, run_dir / OOF_FILE)
         test_preds = None
         if x_test is not None:
@@ -247,16 +248,16 @@ def _train_into(run_dir: Path, cfg: RunConfig, pairs, labels, weights, folds, te
         metrics = {
             "model": cfg.name,
             "kind": "features",
-            "oof": summary(labels, oof, weights),
+            "oof": summary(labels[validated], oof[validated], weights[validated]),
             "folds": per_fold,
             "n_features": int(x.shape[1]),
             "n_test": len(x_test) if x_test is not None else 0,
             "seconds": round(time.time() - t0, 1),
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        reliability_diagram(labels, oof, run_dir / "reliability.png", title=f"{cfg.name} OOF")
+        reliability_diagram(labels[validated], oof[validated], run_dir / "reliability.png", title=f"{cfg.name} OOF")
         log.info("%s: OOF log loss %.4f, accuracy %.4f over %d pairs -> %s",
-                 cfg.name, metrics["oof"]["log_loss"], metrics["oof"]["accuracy"], len(pairs), run_dir)  # fmt: skip
+                 cfg.name, metrics["oof"]["log_loss"], metrics["oof"]["accuracy"], int(validated.sum()), run_dir)  # fmt: skip
     finally:
         logging.getLogger("prefkit").removeHandler(handler)
         handler.close()

@@ -1,23 +1,25 @@
-"""Predictions of a transformer pair classifier; no training code is imported here.
+"""The one prediction path: evaluation during training, ``prefkit predict`` and the kernel.
 
-* :func:`forward_probs` one padded batch -> class probabilities (A, B, tie);
-  :func:`forward_probs_packed` the same for one pack (decoders, no padding, see
-  :mod:`prefkit.models.packing`);
-* :func:`predict_ids` many rendered pairs, batched by length (sorted, longest first) or,
-  with ``packed=True``, in packs of whole pairs (first-fit decreasing);
-* :func:`use_packing` whether a run config asks for packed batches for a model
-  (``train.packing``), shared with the training loop;
-* :func:`predict_rendered` the same with swap test-time augmentation: the pair is also
-  predicted with A and B exchanged, and the two are averaged with the labels swapped
-  back, so a model's side bias cancels and identical responses get P(A) = P(B);
-* :class:`Predictor` a checkpoint folder (model + tokenizer + saved config) ready to
-  predict pair tables; :func:`predict_file` the ``prefkit predict`` command.
+* :func:`predict_outputs` raw model outputs of many token id sequences, in their order:
+  batches from the one planner (:class:`~prefkit.text.batching.BatchPlan`, length-sorted,
+  longest first, or packs of whole sequences for decoders), optionally shared by several
+  processes (:class:`Sharding`: every process runs the same number of forward passes, as
+  FSDP needs, and the results are gathered);
+* :func:`predict_encoded` a task's predictions of encoded rows, with swap test-time
+  augmentation: each row is also predicted with A and B exchanged and the two averaged
+  (mapped back by the task), so a model's side bias cancels;
+* :func:`prepare_model` the inference set-up of a model (packed attention, the fp16 varlen
+  probe, bf16 adapter compute), shared with training;
+* :class:`Predictor` a checkpoint folder ready to predict tables; :func:`predict_file` the
+  ``prefkit predict`` command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +28,20 @@ import torch
 
 from prefkit.errors import ConfigError
 from prefkit.models import packing
-from prefkit.schema import SWAP_ORDER
-from prefkit.text.batching import collate_ids, make_length_batches
+from prefkit.tasks import Encoded, Task, get_task
+from prefkit.text.batching import BatchPlan, collate_ids
 
 
-def swap_probs(probs: np.ndarray) -> np.ndarray:
-    """Probabilities of a swapped pair expressed for the original order."""
-    return np.asarray(probs)[:, SWAP_ORDER]
+@dataclass(frozen=True)
+class Sharding:
+    """This process's place among ``num_processes`` (accelerate's process index)."""
+
+    num_processes: int = 1
+    process_index: int = 0
+
+    @classmethod
+    def of(cls, accelerator) -> "Sharding":
+        return cls(accelerator.num_processes, accelerator.process_index)
 
 
 def autocast_context(device: torch.device, mixed_precision: str = "no"):
@@ -46,15 +55,6 @@ def model_device(model) -> torch.device:
         return next(p.device for p in model.parameters())
     except StopIteration:  # pragma: no cover
         return torch.device("cpu")
-
-
-@torch.no_grad()
-def forward_probs(model, seqs, pad_id: int, device=None, pad_to_multiple_of: int = 1) -> torch.Tensor:
-    """Softmax probabilities (float32, on CPU) for one batch of token id lists."""
-    device = device if device is not None else model_device(model)
-    batch = collate_ids(seqs, pad_id, pad_to_multiple_of)
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    return torch.softmax(logits.float(), dim=-1).cpu()
 
 
 def use_packing(train_cfg, model) -> bool:
@@ -73,164 +73,180 @@ def use_packing(train_cfg, model) -> bool:
     return ok and (train_cfg.packing == "on" or train_cfg.max_tokens is not None)
 
 
-def packed_budget(seqs, batch_size: int, max_tokens: int | None) -> int:
-    """Tokens per inference pack: ``max_tokens``, else what a padded batch of
-    ``batch_size`` of the longest rows would hold (the same memory bound)."""
-    if max_tokens:
-        return int(max_tokens)
-    return int(batch_size) * max((len(s) for s in seqs), default=1)
+def prepare_model(model, device: torch.device, mixed_precision: str, packed: bool) -> str:
+    """Packed attention (with the fp16 varlen probe on CUDA) and, under bf16, LoRA adapters
+    computing in bf16 (their weights stay fp32); returns a description for the log."""
+    if not packed:
+        return "padded length batches"
+    attn = packing.enable_packed_attention(model)
+    if device.type == "cuda" and mixed_precision == "fp16":
+        packing.probe_varlen(device, torch.float16)  # fall back where the fp16 kernel fails
+    casting = mixed_precision != "bf16"
+    packing.set_adapter_input_casting(model, casting)
+    return f"packed batches (attention {attn}, adapter input casting {'on' if casting else 'off'})"
+
+
+def inference_plan(train_cfg, seqs, packed: bool) -> BatchPlan:
+    """Inference batches of ``train.eval_batch_size`` rows (and ``train.eval_max_tokens``), or
+    packs of ``eval_max_tokens`` tokens, else of what ``eval_batch_size`` of the longest rows
+    would hold padded (the same memory bound)."""
+    if not packed:
+        return BatchPlan(batch_size=train_cfg.eval_batch_size, max_tokens=train_cfg.eval_max_tokens)
+    budget = train_cfg.eval_max_tokens or train_cfg.eval_batch_size * max((len(s) for s in seqs), default=1)
+    return BatchPlan(max_tokens=int(budget), packed=True)
+
+
+def forward(model, seqs, pad_id: int, device, packed: bool = False, pad_to: int | None = None, min_seqlen: int = 0,
+            pad_to_multiple_of: int = 1) -> torch.Tensor:  # fmt: skip
+    """Float32 outputs (n, num_outputs) on the CPU of one batch (or pack) of id lists.
+
+    ``packed``: ``model`` a :class:`~prefkit.models.packing.PackedClassifier` (or a wrapper of
+    one); ``pad_to`` / ``min_seqlen``: a fixed pack length and a constant ``max_seqlen``
+    floor (static shapes for compiled layers)."""
+    if packed:
+        batch = packing.collate_packed(seqs, pad_id, pad_to=pad_to)
+        batch.max_seqlen = max(batch.max_seqlen, int(min_seqlen))
+        logits = model(**packing.PackedClassifier.inputs(batch.to(device)))
+    else:
+        batch = collate_ids(seqs, pad_id, pad_to_multiple_of)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return logits.float().cpu()
 
 
 def as_packed_forward(model):
-    """``model`` as a module whose forward takes a pack (:class:`~prefkit.models.packing.PackedClassifier`);
-    already such a module (or a DDP/FSDP wrapper of one) is returned as it is."""
+    """``model`` as a module whose forward takes a pack; a PackedClassifier (or a DDP/FSDP
+    wrapper of one) is returned as it is."""
     if isinstance(model, packing.PackedClassifier) or isinstance(getattr(model, "module", None), packing.PackedClassifier):
         return model
     return packing.PackedClassifier(model)
 
 
 @torch.no_grad()
-def forward_probs_packed(model, seqs, pad_id: int, device=None, pad_to: int | None = None, min_seqlen: int = 0) -> torch.Tensor:
-    """Softmax probabilities (float32, on CPU) for one pack of token id lists, in their order.
-
-    ``model``: see :func:`as_packed_forward`. ``pad_to`` / ``min_seqlen``: a fixed pack
-    length and a constant ``max_seqlen`` floor (static shapes for compiled layers)."""
-    model = as_packed_forward(model)
-    device = device if device is not None else model_device(model)
-    batch = packing.collate_packed(seqs, pad_id, pad_to=pad_to)
-    batch.max_seqlen = max(batch.max_seqlen, int(min_seqlen))
-    batch = batch.to(device)
-    logits = model(**packing.PackedClassifier.inputs(batch))
-    return torch.softmax(logits.float(), dim=-1).cpu()
-
-
-@torch.inference_mode()
-def predict_ids(
+def predict_outputs(
     model,
     seqs,
     pad_id: int,
-    batch_size: int = 64,
-    max_tokens: int | None = None,
+    plan: BatchPlan,
     device=None,
-    mixed_precision: str = "no",
+    *,
+    num_outputs: int,
+    static_min_seqlen: int | None = None,
     pad_to_multiple_of: int = 1,
+    sharding: Sharding = Sharding(),
+    mixed_precision: str = "no",
     progress: bool = False,
     desc: str = "predict",
-    packed: bool = False,
-    pad_packs: bool = False,
 ) -> np.ndarray:
-    """(n, 3) probabilities of rendered pairs ``seqs``, in their order.
+    """(n, num_outputs) raw outputs of ``seqs`` in their order (see module doc).
 
-    ``packed``: packs of at most :func:`packed_budget` tokens instead of padded batches
-    (``model`` a decoder classifier after ``packing.enable_packed_attention``);
-    ``pad_packs``: every pack padded to the budget (static shapes, compiled layers)."""
-    was_training = model.training
-    model.eval()
+    ``static_min_seqlen`` (packs): every pack padded to the plan's budget with that
+    ``max_seqlen`` floor, static shapes for compiled layers. ``mixed_precision``: autocast
+    here (a model prepared by accelerate autocasts in its own forward: pass ``"no"``)."""
+    out = np.zeros((len(seqs), num_outputs))
+    if not len(seqs):
+        return out
     device = torch.device(device) if device is not None else model_device(model)
-    out = np.zeros((len(seqs), 3), dtype=np.float64)
-    lengths = [len(s) for s in seqs]
-    if packed:
-        budget = packed_budget(seqs, batch_size, max_tokens)
-        batches = packing.pack_batches(lengths, max_tokens=budget, shuffle=False)
-        forward = as_packed_forward(model)
-        longest = max(lengths, default=1)
-
-        def probs_of(rows):
-            return forward_probs_packed(forward, [seqs[i] for i in rows], pad_id, device, budget if pad_packs else None, longest if pad_packs else 0)
-    else:
-        batches = make_length_batches(lengths, batch_size=batch_size, max_tokens=max_tokens, shuffle=False)
-
-        def probs_of(rows):
-            return forward_probs(model, [seqs[i] for i in rows], pad_id, device, pad_to_multiple_of)
+    if plan.packed:
+        model = as_packed_forward(model)
+    batches = plan.batches([len(s) for s in seqs])
+    pad_to = plan.max_tokens if (plan.packed and static_min_seqlen is not None) else None
+    rounds = math.ceil(len(batches) / sharding.num_processes)
     bar = None
     if progress:
         from prefkit.progress import progress_bar
 
-        bar = progress_bar(total=len(seqs), desc=desc, unit="pair", dynamic_ncols=True)
+        bar = progress_bar(total=len(seqs), desc=desc, unit="row", dynamic_ncols=True)
+    was_training = model.training
+    model.eval()
+    results = []
     with autocast_context(device, mixed_precision):
-        for idx in batches:
-            out[idx] = probs_of(idx).numpy()
-            if bar is not None:
-                bar.update(len(idx))
+        for r in range(rounds):
+            j = sharding.process_index + r * sharding.num_processes
+            rows = batches[j] if j < len(batches) else batches[-1]  # a spare pass keeps processes in step
+            logits = forward(model, [seqs[i] for i in rows], pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of)
+            if j < len(batches):
+                results.append((rows, logits.numpy()))
+                if bar is not None:
+                    bar.update(len(rows))
     if bar is not None:
         bar.close()
     if was_training:
         model.train()
+    if sharding.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)  # every process's (rows, outputs) list, concatenated
+    for rows, logits in results:
+        out[rows] = logits
     return out
 
 
-def predict_rendered(model, seqs, seqs_swapped, pad_id: int, tta_swap: bool = True, **kwargs) -> np.ndarray:
-    """``predict_ids``, averaged with the swapped order (labels swapped back) when ``tta_swap``."""
-    probs = predict_ids(model, seqs, pad_id, **kwargs)
-    if tta_swap and seqs_swapped is not None:
+def predict_encoded(model, task: Task, encoded: Encoded, pad_id: int, plan: BatchPlan, tta_swap: bool = True, **kwargs) -> np.ndarray:
+    """The task's predictions of ``encoded`` rows, averaged with the swapped order when
+    ``tta_swap`` and swapped sequences exist. ``kwargs``: :func:`predict_outputs`'s."""
+    from prefkit.models.heads import head_spec
+
+    kwargs.setdefault("num_outputs", head_spec(task.head).num_labels)
+    preds = task.predictions(predict_outputs(model, encoded.seqs, pad_id, plan, **kwargs))
+    if tta_swap and encoded.seqs_swapped is not None:
         if "desc" in kwargs:
             kwargs = {**kwargs, "desc": kwargs["desc"] + " (swapped)"}
-        probs = 0.5 * (probs + swap_probs(predict_ids(model, seqs_swapped, pad_id, **kwargs)))
-    return probs
+        swapped = task.predictions(predict_outputs(model, encoded.seqs_swapped, pad_id, plan, **kwargs))
+        preds = 0.5 * (preds + task.unswap(swapped))
+    return preds
 
 
 class Predictor:
-    """A saved checkpoint, ready to predict pair tables.
+    """A saved checkpoint, ready to predict tables.
 
     ``packed``: packed batches (decoders); default as the run was configured
     (``train.packing``, :func:`use_packing`). ``True`` for a model that cannot take packs
     is a ConfigError."""
 
-    def __init__(
-        self,
-        ckpt_dir: str | Path,
-        device: str | None = None,
-        batch_size: int | None = None,
-        tta_swap: bool | None = None,
-        packed: bool | None = None,
-    ):
+    def __init__(self, ckpt_dir, device: str | None = None, batch_size: int | None = None, tta_swap: bool | None = None,
+                 packed: bool | None = None):  # fmt: skip
         from prefkit.models.transformer import load_checkpoint
         from prefkit.text.render import PairRenderer
 
         self.ckpt_dir = Path(ckpt_dir)
         self.model, self.tokenizer, self.cfg = load_checkpoint(self.ckpt_dir, device=device)
+        self.task = get_task(self.cfg.task)
         self.device = model_device(self.model)
         self.renderer = PairRenderer(self.tokenizer, self.cfg.render)
-        self.batch_size = batch_size or self.cfg.train.eval_batch_size
         self.tta_swap = self.cfg.train.tta_swap if tta_swap is None else tta_swap
         tc = self.cfg.train
+        if batch_size is not None:
+            tc = tc.model_copy(update={"eval_batch_size": batch_size})
         if packed is not None:
             tc = tc.model_copy(update={"packing": "on" if packed else "off"})
+        self.train_cfg = tc
         self.packed = use_packing(tc, self.model)
-        if self.packed:
-            packing.enable_packed_attention(self.model)
-            if self.device.type == "cuda" and tc.mixed_precision == "fp16":
-                packing.probe_varlen(self.device, torch.float16)  # as in training: fall back where the kernel fails
-            if self.device.type == "cuda" and tc.mixed_precision == "bf16":
-                packing.set_adapter_input_casting(self.model, False)  # LoRA matmuls in bf16 under autocast
+        prepare_model(self.model, self.device, tc.mixed_precision, self.packed)
 
-    def predict(self, pairs: pd.DataFrame, progress: bool = False) -> np.ndarray:
-        ids, ids_sw = self.renderer.render_pairs(pairs, swapped=self.tta_swap)
-        return predict_rendered(
+    def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)
+        return predict_encoded(
             self.model,
-            ids,
-            ids_sw,
+            self.task,
+            encoded,
             self.tokenizer.pad_token_id,
+            inference_plan(self.train_cfg, encoded.seqs, self.packed),
             tta_swap=self.tta_swap,
-            batch_size=self.batch_size,
-            max_tokens=self.cfg.train.eval_max_tokens,
             device=self.device,
-            mixed_precision=self.cfg.train.mixed_precision,
-            pad_to_multiple_of=self.cfg.train.pad_to_multiple_of,
+            mixed_precision=self.train_cfg.mixed_precision,
+            pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
             progress=progress,
-            packed=self.packed,
         )
 
 
-def predict_file(ckpt_dir: str | Path, pairs: pd.DataFrame, out: str | Path, model_name: str | None = None, **kwargs) -> pd.DataFrame:
-    """Predict ``pairs`` with a checkpoint and write a prediction CSV (prefkit.predictions)."""
-    from prefkit.predictions import make_predictions, write_predictions
+def predict_file(ckpt_dir: str | Path, table: pd.DataFrame, out: str | Path, model_name: str | None = None, **kwargs) -> pd.DataFrame:
+    """Predict ``table`` with a checkpoint and write a prediction CSV (prefkit.predictions)."""
+    from prefkit.predictions import write_predictions
 
     t0 = time.perf_counter()
     predictor = Predictor(ckpt_dir, **kwargs)
-    probs = predictor.predict(pairs, progress=True)
-    preds = make_predictions(pairs["id"], probs, model_name or predictor.cfg.name, -1)
+    preds = predictor.task.prediction_frame(table["id"], predictor.predict(table, progress=True), model_name or predictor.cfg.name, -1)
     write_predictions(preds, out)
     elapsed = time.perf_counter() - t0
-    print(f"wrote {len(preds)} predictions to {out} ({len(preds) / max(elapsed, 1e-9):.1f} pairs/s incl. loading)")
+    print(f"wrote {len(preds)} predictions to {out} ({len(preds) / max(elapsed, 1e-9):.1f} rows/s incl. loading)")
     return preds

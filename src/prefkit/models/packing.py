@@ -13,9 +13,9 @@ encoders keep the padded path)::
     from prefkit.models import packing
     packing.enable_packed_attention(model)             # once, after build_model / LoRA
     packing.set_adapter_input_casting(model, False)    # LoRA: bf16 adapter compute ...
-    batches = packing.pack_batches(lengths, max_tokens=8192, shuffle=True, seed=epoch)
+    batches = prefkit.text.batching.pack_batches(lengths, max_tokens=8192, shuffle=True, seed=epoch)
     for rows in batches:
-        batch = packing.collate_packed_items([dataset[i] for i in rows], pad_id).to(device)
+        batch = packing.collate_packed([seqs[i] for i in rows], pad_id, index=rows, targets=..., weights=...).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16):  # ... under autocast
             logits = packing.packed_logits(model, batch)    # (n_pairs, num_labels), float32
         loss = loss_fn(logits, batch.targets)               # targets in pack order (batch.index)
@@ -63,68 +63,6 @@ log = logging.getLogger(__name__)
 
 ATTN_NAME = "prefkit_varlen"
 _VARLEN_STATE: dict = {}  # probe results, per dtype: "native" | "repeat" | "off"
-
-
-# -- batches -----------------------------------------------------------------------------
-def _first_fit_decreasing(rows: np.ndarray, lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> list[list[int]]:
-    """Bins of ``rows`` (longest first into the first bin with room); sum of lengths <= max_tokens."""
-    order = rows[np.argsort(-lengths[rows], kind="stable")]
-    bins: list[list[int]] = []
-    room = np.zeros(0, dtype=np.int64)
-    count = np.zeros(0, dtype=np.int64)
-    for idx in order.tolist():
-        n = int(lengths[idx])
-        fits = room >= n
-        if max_pairs is not None:
-            fits &= count < max_pairs
-        hit = int(np.argmax(fits)) if fits.size and fits.any() else -1
-        if hit < 0:  # open a new bin (a row longer than max_tokens gets one of its own)
-            bins.append([idx])
-            room = np.append(room, max(0, max_tokens - n))
-            count = np.append(count, 1)
-        else:
-            bins[hit].append(idx)
-            room[hit] -= n
-            count[hit] += 1
-    return bins
-
-
-def pack_batches(
-    lengths: Sequence[int],
-    max_tokens: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    bucket_batches: int = 50,
-    max_pairs: int | None = None,
-) -> list[list[int]]:
-    """Row indices grouped into packs whose lengths *sum* to at most ``max_tokens``.
-
-    * inference (``shuffle=False``): all rows packed first-fit decreasing (packs of the
-      longest rows first, so memory trouble shows at once);
-    * training (``shuffle=True``): a random permutation cut into chunks of about
-      ``bucket_batches`` packs, each chunk packed first-fit decreasing, and the pack order
-      shuffled: packs are nearly full (few percent of the budget unused) and random.
-
-    ``max_pairs`` caps the pairs in one pack. A row longer than ``max_tokens`` forms a pack
-    of its own (truncate rows to the model's max length before packing).
-    """
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be >= 1")
-    lengths = np.asarray(lengths, dtype=np.int64)
-    n = len(lengths)
-    if n == 0:
-        return []
-    if not shuffle:
-        return _first_fit_decreasing(np.arange(n), lengths, max_tokens, max_pairs)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    mean_len = max(1.0, float(lengths.mean()))
-    chunk = max(1, int(max_tokens / mean_len)) * max(1, bucket_batches)
-    packs: list[list[int]] = []
-    for start in range(0, n, chunk):
-        packs.extend(_first_fit_decreasing(perm[start : start + chunk], lengths, max_tokens, max_pairs))
-    order = rng.permutation(len(packs))
-    return [packs[i] for i in order]
 
 
 @dataclass
@@ -210,20 +148,6 @@ def collate_packed(
         index=None if index is None else torch.as_tensor(index, dtype=torch.long),
         targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.float32),
         weights=None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32),
-    )
-
-
-def collate_packed_items(items: list[dict], pad_id: int = 0, pad_to: int | None = None, pad_to_multiple_of: int = 1) -> PackedBatch:
-    """:func:`collate_packed` for dataset items as ``prefkit.text.batching.PairDataset``
-    yields them (``input_ids``, ``index``, optional ``targets`` and ``weight``)."""
-    return collate_packed(
-        [it["input_ids"] for it in items],
-        pad_id=pad_id,
-        pad_to=pad_to,
-        pad_to_multiple_of=pad_to_multiple_of,
-        index=[it["index"] for it in items] if "index" in items[0] else None,
-        targets=np.stack([it["targets"] for it in items]) if "targets" in items[0] else None,
-        weights=[it["weight"] for it in items] if "weight" in items[0] else None,
     )
 
 

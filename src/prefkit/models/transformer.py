@@ -32,9 +32,9 @@ import torch
 
 from prefkit.config import ModelConfig, RunConfig, load_config, save_config
 from prefkit.errors import ConfigError, InputError
+from prefkit.models.heads import HeadSpec, head_spec
+from prefkit.tasks import get_task
 
-NUM_LABELS = 3
-ID2LABEL = {0: "a", 1: "b", 2: "tie"}
 CHECKPOINT_META = "prefkit_checkpoint.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -169,11 +169,32 @@ def _quantization_config(model_cfg: ModelConfig):
     )
 
 
-def load_backbone(model_cfg: ModelConfig, num_labels: int = NUM_LABELS, pad_token_id: int | None = None, device_map=None):
-    """``AutoModelForSequenceClassification`` from ``model_cfg`` (no LoRA, no training prep)."""
+def random_backbone(model_cfg: ModelConfig, spec: HeadSpec):
+    """The architecture of ``name_or_path``'s ``config.json`` with freshly initialised weights
+    (``model.init=random``): speed measurements of models whose weights are not at hand."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(model_cfg.name_or_path, num_labels=spec.num_labels)
+    except (OSError, ValueError) as err:
+        raise _source_error(model_cfg.name_or_path, err) from None
+    if model_cfg.attn_implementation:
+        config._attn_implementation = model_cfg.attn_implementation
+    # Created on the GPU where there is one: initialising billions of weights on a CPU takes minutes.
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    with device:
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch_dtype(model_cfg.dtype))
+
+
+def load_backbone(model_cfg: ModelConfig, head: str = "pair3", pad_token_id: int | None = None, device_map=None):
+    """``AutoModelForSequenceClassification`` from ``model_cfg`` with the named head (no LoRA,
+    no training prep); ``model.init=random``: the same architecture, untrained."""
     from transformers import AutoModelForSequenceClassification
 
-    kwargs: dict = {"num_labels": num_labels, "dtype": torch_dtype(model_cfg.dtype)}
+    spec = head_spec(head)
+    if model_cfg.init == "random":
+        return _set_head_config(random_backbone(model_cfg, spec), spec, pad_token_id)
+    kwargs: dict = {"num_labels": spec.num_labels, "dtype": torch_dtype(model_cfg.dtype)}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if model_cfg.gguf_file:
@@ -202,9 +223,14 @@ def load_backbone(model_cfg: ModelConfig, num_labels: int = NUM_LABELS, pad_toke
                 model.is_quantized = False
             except AttributeError:  # a read-only property in some versions
                 pass
-    model.config.id2label = dict(ID2LABEL) if num_labels == NUM_LABELS else model.config.id2label
+    return _set_head_config(model, spec, pad_token_id)
+
+
+def _set_head_config(model, spec: HeadSpec, pad_token_id: int | None):
+    """Output names, problem type and pad id in the model config (saved with checkpoints)."""
+    model.config.id2label = dict(enumerate(spec.labels))
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    model.config.problem_type = "single_label_classification"
+    model.config.problem_type = spec.problem_type
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
         text_cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -236,14 +262,15 @@ def add_lora(model, model_cfg: ModelConfig):
         raise ConfigError(f"model.lora: {str(err).splitlines()[0]}") from None
 
 
-def build_model(model_cfg: ModelConfig, num_labels: int = NUM_LABELS, tokenizer=None, device_map=None):
-    """A trainable 3-way pair classifier: backbone + head, LoRA and k-bit prep as configured.
+def build_model(model_cfg: ModelConfig, head: str = "pair3", tokenizer=None, device_map=None):
+    """A trainable model: backbone + the named head (:mod:`prefkit.models.heads`), LoRA and
+    k-bit prep as configured.
 
     ``tokenizer`` (from :func:`load_tokenizer`) supplies the pad id for last-token
     pooling; it is loaded when not given.
     """
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
-    model = load_backbone(model_cfg, num_labels, pad_token_id=tokenizer.pad_token_id, device_map=device_map)
+    model = load_backbone(model_cfg, head, pad_token_id=tokenizer.pad_token_id, device_map=device_map)
     vocab = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
         raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
@@ -319,8 +346,9 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state
         "base_model": base,
         "base_model_abs": str(Path(base).resolve()) if Path(base).exists() else None,
         "gguf_file": cfg.model.gguf_file,
-        "num_labels": NUM_LABELS,
-        "labels": ["p_a", "p_b", "p_tie"],
+        "task": cfg.task,
+        "head": cfg.model.head or get_task(cfg.task).head,
+        "num_labels": int(model.config.num_labels),
         "pad_token_id": tokenizer.pad_token_id,
     }
     (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -375,7 +403,7 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = No
         if not quantize:
             updates.update(load_in_4bit=False, load_in_8bit=False)
         base_cfg = cfg.model.model_copy(update=updates)
-        base = load_backbone(base_cfg, meta.get("num_labels", NUM_LABELS), pad_token_id=tokenizer.pad_token_id)
+        base = load_backbone(base_cfg, meta.get("head", "pair3"), pad_token_id=tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, ckpt_dir)
         if not (base_cfg.load_in_4bit or base_cfg.load_in_8bit):
             model.to(device)

@@ -13,12 +13,18 @@ A batch holds at most ``batch_size`` rows and, when ``max_tokens`` is given, at 
 ``max_tokens`` padded tokens (rows x longest row); a single row longer than
 ``max_tokens`` still forms a batch of its own.
 
+``pack_batches(lengths, max_tokens)`` groups rows into packs whose lengths *sum* to at
+most ``max_tokens`` (decoders trained and predicted without padding, see
+:mod:`prefkit.models.packing`). :class:`BatchPlan` picks one of the two from a config, for
+training and inference alike.
+
 ``collate(items, pad_id)`` right-pads ``input_ids`` to the longest row of the batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -81,27 +87,95 @@ def make_length_batches(
     return [batches[i] for i in order]
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Rendered pairs (token id lists) with optional targets (n, 3) and weights (n,)."""
+def _first_fit_decreasing(rows: np.ndarray, lengths: np.ndarray, max_tokens: int, max_pairs: int | None) -> list[list[int]]:
+    """Bins of ``rows`` (longest first into the first bin with room); sum of lengths <= max_tokens."""
+    order = rows[np.argsort(-lengths[rows], kind="stable")]
+    bins: list[list[int]] = []
+    room = np.zeros(0, dtype=np.int64)
+    count = np.zeros(0, dtype=np.int64)
+    for idx in order.tolist():
+        n = int(lengths[idx])
+        fits = room >= n
+        if max_pairs is not None:
+            fits &= count < max_pairs
+        hit = int(np.argmax(fits)) if fits.size and fits.any() else -1
+        if hit < 0:  # open a new bin (a row longer than max_tokens gets one of its own)
+            bins.append([idx])
+            room = np.append(room, max(0, max_tokens - n))
+            count = np.append(count, 1)
+        else:
+            bins[hit].append(idx)
+            room[hit] -= n
+            count[hit] += 1
+    return bins
 
-    def __init__(self, input_ids: Sequence[Sequence[int]], targets=None, weights=None):
-        self.input_ids = input_ids
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
 
-    def __len__(self) -> int:
-        return len(self.input_ids)
+def pack_batches(
+    lengths: Sequence[int],
+    max_tokens: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    bucket_batches: int = 50,
+    max_pairs: int | None = None,
+) -> list[list[int]]:
+    """Row indices grouped into packs whose lengths *sum* to at most ``max_tokens``.
 
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
+    * inference (``shuffle=False``): all rows packed first-fit decreasing (packs of the
+      longest rows first, so memory trouble shows at once);
+    * training (``shuffle=True``): a random permutation cut into chunks of about
+      ``bucket_batches`` packs, each chunk packed first-fit decreasing, and the pack order
+      shuffled: packs are nearly full (few percent of the budget unused) and random.
 
-    def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.input_ids[i], "index": i}
-        if self.targets is not None:
-            item["targets"] = self.targets[i]
-        if self.weights is not None:
-            item["weight"] = self.weights[i]
-        return item
+    ``max_pairs`` caps the pairs in one pack. A row longer than ``max_tokens`` forms a pack
+    of its own (truncate rows to the model's max length before packing).
+    """
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    if n == 0:
+        return []
+    if not shuffle:
+        return _first_fit_decreasing(np.arange(n), lengths, max_tokens, max_pairs)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    mean_len = max(1.0, float(lengths.mean()))
+    chunk = max(1, int(max_tokens / mean_len)) * max(1, bucket_batches)
+    packs: list[list[int]] = []
+    for start in range(0, n, chunk):
+        packs.extend(_first_fit_decreasing(perm[start : start + chunk], lengths, max_tokens, max_pairs))
+    order = rng.permutation(len(packs))
+    return [packs[i] for i in order]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How rows become batches: padded batches of at most ``batch_size`` rows and, when set,
+    ``max_tokens`` padded tokens; or (``packed``) packs of whole rows whose lengths sum to at
+    most ``max_tokens``. The one planner for training and inference batches."""
+
+    batch_size: int | None = None
+    max_tokens: int | None = None
+    packed: bool = False
+    sort: bool = True  # padded batches: group similar lengths
+    bucket_batches: int = 50
+
+    def batches(self, lengths, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
+        if self.packed:
+            if not self.max_tokens:
+                raise ValueError("packed batches need max_tokens")
+            return pack_batches(lengths, self.max_tokens, shuffle=shuffle, seed=seed, bucket_batches=self.bucket_batches)
+        return make_length_batches(
+            lengths, self.batch_size, self.max_tokens, shuffle=shuffle, seed=seed, bucket_batches=self.bucket_batches, sort=self.sort
+        )
+
+    def shared(self, share: int) -> "BatchPlan":
+        """The plan for a batch that holds ``share`` rows per planned row (pairs and their swaps)."""
+        return replace(
+            self,
+            batch_size=None if self.batch_size is None else max(1, self.batch_size // share),
+            max_tokens=None if self.max_tokens is None else max(1, self.max_tokens // share),
+        )
 
 
 def collate(items: list[dict], pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
