@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -283,3 +284,9 @@ def test_real_fetch_and_convert_smollm2(tmp_path):
     assert result.converted and (result.path / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file()
     config = AutoConfig.from_pretrained(result.path)  # the plain folder, no gguf_file
     assert config.model_type == "llama" and getattr(config, "quantization_config", None) is None
+
+
+def test_gguf_without_the_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf raises ImportError
+    with pytest.raises(InputError, match=r"^GGUF checkpoints need the gguf extra: pip install 'prefkit\[gguf\]'$"):
+        pretrained.convert_gguf(tmp_path, "m.gguf")

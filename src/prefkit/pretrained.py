@@ -302,6 +302,17 @@ def is_converted(folder: str | Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("model*.safetensors"))
 
 
+GGUF_INSTALL = "pip install 'prefkit[gguf]'"  # gguf + sentencepiece, an extra (see pyproject.toml)
+
+
+def require_gguf() -> None:
+    """One line naming the extra when the GGUF reader is not installed."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise InputError(f"GGUF checkpoints need the gguf extra: {GGUF_INSTALL}") from None
+
+
 def convert_gguf(folder: str | Path, gguf_file: str, out_dir: str | Path | None = None, dtype: str = "float32") -> Path:
     """Load ``folder/gguf_file`` (dequantised), drop the GGUF quantization_config, save_pretrained.
 
@@ -312,13 +323,14 @@ def convert_gguf(folder: str | Path, gguf_file: str, out_dir: str | Path | None 
 
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
+    require_gguf()
     if not (folder / gguf_file).is_file():
         raise InputError("GGUF file not found", file=folder / gguf_file)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    except ImportError as err:
-        raise InputError(f"loading GGUF needs the 'gguf' package ({err})") from None
+    except ImportError:  # sentencepiece, for some tokenizers
+        raise InputError(f"GGUF checkpoints need the gguf extra: {GGUF_INSTALL}") from None
     # A model loaded from GGUF carries quantization_config (quant_method gguf); saving it as
     # is would make the saved folder ask for the GGUF file again.
     if hasattr(model.config, "quantization_config"):
