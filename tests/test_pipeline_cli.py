@@ -78,8 +78,8 @@ def test_bad_input_exits_2_with_one_line(project, tmp_path):
 
 def test_demo_prints_the_table(tmp_path):
     result = prefkit("demo", "--out", tmp_path / "demo", "--n-train", 300, "--n-test", 100, "folds.n_folds=3",
-                     "features.num_threads=1", "stack.inner_folds=3")  # fmt: skip
+                     "features.num_threads=1", "stack.inner_folds=3", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     for name in ("class prior", "pipeline (test)", "Bayes-optimal", "gap to Bayes", "Spearman(fitted, true)"):
         assert name in result.stdout
-    assert (tmp_path / "demo" / "submission.csv").exists()
+    assert (tmp_path / "submissions" / "demo" / "submission.csv").exists()  # beside every other submission

@@ -123,7 +123,7 @@ def validate_submission_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[str, typer.Option("--out", help="Folder for the demo's data, runs and submission.")] = "runs/demo",
+    out: Annotated[str, typer.Option("--out", help="Folder for the demo's data and runs (the submission: submissions/demo/).")] = "runs/demo",
     n_train: Annotated[int, typer.Option("--n-train", min=50, help="Synthetic training pairs.")] = 4000,
     n_test: Annotated[int, typer.Option("--n-test", min=10, help="Synthetic test pairs.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data and the models.")] = 0,
@@ -137,7 +137,7 @@ def demo_cmd(
     from prefkit.data.synthetic import write_synthetic_arena
     from prefkit.features.feature_model import train_feature_model
     from prefkit.stacking import stack_runs
-    from prefkit.submission import score_file, validate_submission
+    from prefkit.submission import default_submission_path, score_file, validate_submission
 
     root = Path(out)
     data_dir = root / "data"
@@ -149,7 +149,7 @@ def demo_cmd(
         f"output_dir={root}",
         f"data.dir={data_dir}",
         f"seed={seed}",
-        f"stack.submission={root / 'submission.csv'}",
+        f"stack.submission={default_submission_path('demo')}",  # beside every other submission
         *(overrides or []),
     ]
     cfg = resolve_config(config, settings)
