@@ -25,7 +25,7 @@ class Killed(Exception):
 def kill_at(step: int):
     """An ``on_step`` hook for ``train_transformer`` that stops the run at ``step``."""
 
-    def hook(fold, current):
+    def hook(fold, current, progress):
         if current == step:
             raise Killed
 

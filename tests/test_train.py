@@ -163,7 +163,7 @@ def test_resume_after_interruption_gives_the_same_oof(tmp_path, bert, data):
     assert not (cfg.run_dir / "fold_1" / "done.json").exists()
 
     steps = []
-    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s: steps.append(s))
+    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s, p: steps.append(s))
     assert steps == [5, 6]  # steps 1-4 are not repeated
     np.testing.assert_allclose(resumed.oof[["p_a", "p_b", "p_tie"]].to_numpy(), full.oof[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(resumed.test[["p_a", "p_b", "p_tie"]].to_numpy(), full.test[["p_a", "p_b", "p_tie"]].to_numpy(), atol=1e-6)
@@ -180,7 +180,7 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
     assert [r.fold for r in first.folds] == [0]
     assert json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())["train_pairs"] == 16
 
-    def must_not_train(fold, step):
+    def must_not_train(fold, step, progress):
         raise AssertionError(f"fold {fold} trained again")
 
     trained_with = (cfg.run_dir / "config.yaml").read_text()
@@ -195,7 +195,7 @@ def test_finished_folds_are_skipped(tmp_path, bert, data):
 
     trained = []
     cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": [0, 2]})})
-    both = train_folds(cfg2, pairs, folds, on_step=lambda f, s: trained.append(f))
+    both = train_folds(cfg2, pairs, folds, on_step=lambda f, s, p: trained.append(f))
     assert set(trained) == {2}
     assert sorted(set(both.oof["fold"])) == [0, 2]
 

@@ -194,7 +194,7 @@ def test_resume_with_packing_gives_the_same_oof(tmp_path, ckpts, data):
         train_folds(accum_cfg, pairs, folds, test_table=test)
 
     steps = []
-    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s: steps.append(s))
+    resumed = train_folds(cfg, pairs, folds, test_table=test, on_step=lambda f, s, p: steps.append(s))
     assert steps == [5, 6]
     np.testing.assert_allclose(resumed.oof[PROBS].to_numpy(), full.oof[PROBS].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(resumed.test[PROBS].to_numpy(), full.test[PROBS].to_numpy(), atol=1e-6)

@@ -57,7 +57,9 @@ from prefkit.train.losses import LOSSES
 logger = logging.getLogger("prefkit.train")
 
 DONE_FILE = "done.json"
-StepHook = Callable[[int, int], None]  # (fold, optimizer step) -> None; may raise to stop
+# (fold, optimizer step, the fold's Progress: pairs_seen, tokens_seen, train_seconds) -> None;
+# may raise to stop. bench/throughput.py times the steps after warm-up with it.
+StepHook = Callable[[int, int, fold_state.Progress], None]
 
 
 # -- set-up ----------------------------------------------------------------------------
@@ -432,7 +434,7 @@ class FoldTrainer:
             if progress.step % tc.state_every_steps == 0 and progress.step < self.total_steps and not progress.stopped_early:
                 fold_state.save_state(acc, self.state_dir, progress, self.best_val, self.best_sharded)
             if self.on_step is not None:
-                self.on_step(self.k, progress.step)
+                self.on_step(self.k, progress.step, progress)
         bar.close()
         if progress.best_step is None or (progress.evals and progress.evals[-1]["step"] != progress.step and not progress.stopped_early):
             self.evaluate()
