@@ -295,3 +295,20 @@ def test_rows_of_fold_minus_one_always_train_and_are_never_validated(tmp_path, b
     assert set(res.oof["id"]) == set(pairs["id"][folds >= 0])
     done = json.loads((cfg.run_dir / "fold_0" / "done.json").read_text())
     assert done["train_pairs"] == int((folds != 0).sum())  # the -1 rows among them
+
+
+def test_cli_rerun_with_another_fold_seed_stops_with_one_line(tmp_path, bert, capsys):
+    from prefkit.cli import main
+    from prefkit.data.synthetic import write_synthetic_arena
+
+    data_dir = tmp_path / "syn"
+    write_synthetic_arena(data_dir, n_train=60, n_test=6, seed=0)
+    args = ["train-transformer", f"data.dir={data_dir}", f"model.name_or_path={bert}", f"output_dir={tmp_path / 'runs'}",
+            "name=r", "train.folds=[0]", "train.max_steps=1", "render.max_length=48", "train.device=cpu"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "folds.seed=7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: fold 0 in ") and "folds.seed=42, now 7" in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert (tmp_path / "runs" / "r" / "fold_0" / "done.json").exists()  # the finished fold is kept, not overwritten

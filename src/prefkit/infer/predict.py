@@ -28,6 +28,7 @@ import torch
 
 from prefkit.errors import ConfigError
 from prefkit.models import packing
+from prefkit.models.transformer import unwrap_peft
 from prefkit.tasks import Encoded, Task, get_task
 from prefkit.text.batching import BatchPlan, collate_ids
 
@@ -65,7 +66,7 @@ def use_packing(train_cfg, model) -> bool:
         return False
     ok = packing.supports_packing(model)
     if train_cfg.packing == "on" and not ok:
-        name = type(packing.unwrap(model)).__name__
+        name = type(unwrap_peft(model)).__name__
         raise ConfigError(
             f"train.packing=on: {name} cannot take packed batches (decoder sequence classifiers whose attention "
             "goes through transformers' AttentionInterface, without logit soft-capping); set train.packing=auto or off"

@@ -59,6 +59,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prefkit.models.transformer import unwrap_peft
+
 log = logging.getLogger(__name__)
 
 ATTN_NAME = "prefkit_varlen"
@@ -329,21 +331,10 @@ def register_varlen_attention() -> str:
 
 
 # -- model helpers -----------------------------------------------------------------------
-def unwrap(model):
-    """The transformers model inside a peft wrapper (or ``model`` itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):
-        try:
-            return get_base()
-        except Exception:  # noqa: BLE001 - not a peft model after all
-            return model
-    return model
-
-
 def split_backbone_head(model):
     """(backbone, head) of a ``*ForSequenceClassification`` decoder: the base model (e.g.
     ``LlamaModel``) and the score layer (peft's trained copy when wrapped)."""
-    base = unwrap(model)
+    base = unwrap_peft(model)
     head = getattr(base, "score", None)
     prefix = getattr(base, "base_model_prefix", "model")
     backbone = getattr(base, prefix, None)
@@ -359,7 +350,7 @@ def supports_packing(model) -> bool:
         split_backbone_head(model)
     except TypeError:
         return False
-    base = unwrap(model)
+    base = unwrap_peft(model)
     cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     if getattr(cfg, "attn_logit_softcapping", None) is not None:
         return False
@@ -368,7 +359,7 @@ def supports_packing(model) -> bool:
 
 def set_attention(model, name: str) -> str:
     """Switch ``model``'s attention implementation (all sub-configs); returns the name set."""
-    base = unwrap(model)
+    base = unwrap_peft(model)
     setter = getattr(base, "set_attn_implementation", None)
     if callable(setter):
         try:
@@ -393,7 +384,7 @@ def enable_packed_attention(model, backend: str = "varlen") -> str:
     """
     if backend == "varlen":
         name = register_varlen_attention()
-        param = next(unwrap(model).parameters())
+        param = next(unwrap_peft(model).parameters())
         if param.device.type == "cuda":
             dtype = param.dtype if param.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
             mode = probe_varlen(param.device, dtype)
@@ -427,7 +418,7 @@ def set_adapter_input_casting(model, enabled: bool) -> int:
 
 def decoder_layers(model):
     """The list of transformer blocks of a (peft-wrapped) decoder or encoder classifier."""
-    base = unwrap(model)
+    base = unwrap_peft(model)
     backbone = getattr(base, getattr(base, "base_model_prefix", ""), base)
     layers = getattr(backbone, "layers", None)
     if layers is None and hasattr(backbone, "encoder"):

@@ -65,12 +65,9 @@ def fingerprint_changes(saved: dict | None, now: dict | None) -> list[str]:
         return []
     if saved is None:
         return ["no fingerprint (made by an older prefkit)"]
-    out = []
-    for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key):
-            if key.startswith("data."):
-                what = "training" if key == "data.train_rows" else "validation"
-                out.append(f"other {what} rows or labels (the data, folds.* or train.max_train_pairs changed)")
-            else:
-                out.append(f"{key}={saved.get(key)!r}, now {now.get(key)!r}")
+    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    out = [f"{k}={saved.get(k)!r}, now {now.get(k)!r}" for k in keys if not k.startswith("data.")]
+    rows = [("training" if k == "data.train_rows" else "validation") for k in keys if k.startswith("data.")]
+    if rows:  # named after the settings: a changed fold seed also changes the rows
+        out.append(f"other {' and '.join(rows)} rows or labels (the data, folds.* or train.max_train_pairs changed)")
     return out
