@@ -12,7 +12,7 @@ from prefkit.errors import ConfigError
 from prefkit.infer.predict import predict_encoded
 from prefkit.tasks import Encoded, get_task
 from prefkit.text.batching import BatchPlan
-from prefkit.testing.tiny import toy_pairs, write_tiny_checkpoint
+from prefkit.testing.tiny import DECODER_FAMILIES, FAMILIES, toy_pairs, write_tiny_checkpoint
 from prefkit.models.transformer import (
     build_model,
     is_decoder,
@@ -32,7 +32,7 @@ def ckpts(tmp_path_factory):
     import transformers
 
     transformers.logging.set_verbosity_error()
-    return {fam: write_tiny_checkpoint(root / fam, fam) for fam in ("bert", "deberta-v2", "llama", "gemma", "qwen2")}
+    return {fam: write_tiny_checkpoint(root / fam, fam) for fam in FAMILIES}
 
 
 def _cfg(path: Path, *overrides):
@@ -61,14 +61,14 @@ def _step(model, opt, batch) -> float:
     return float(loss)
 
 
-@pytest.mark.parametrize("family", ["bert", "deberta-v2", "llama", "gemma", "qwen2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_few_steps_reduce_training_loss(ckpts, family):
     lr = "1e-2" if family in ("bert", "deberta-v2") else "3e-3"  # BERT-style init learns slower
     cfg = _cfg(ckpts[family], f"train.lr={lr}", "train.device=cpu")
     tok = load_tokenizer(cfg.model)
     torch.manual_seed(0)
     model = build_model(cfg.model, tokenizer=tok)
-    assert is_decoder(model) == (family in ("llama", "gemma", "qwen2"))
+    assert is_decoder(model) == (family in DECODER_FAMILIES)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     batch = _batch(tok, cfg, n=16)
     model.eval()  # no dropout: a deterministic loss on a fixed batch
@@ -134,7 +134,10 @@ def test_swap_tta_gives_equal_a_and_b_for_identical_responses(ckpts, family):
     np.testing.assert_allclose(tta.sum(axis=1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("family,lora", [("llama", True), ("bert", True), ("deberta-v2", True), ("qwen2", False)])
+@pytest.mark.parametrize(
+    "family,lora",
+    [("llama", True), ("bert", True), ("deberta-v2", True), ("qwen2", False), ("modernbert", False), ("mistral", True), ("gemma", False)],
+)
 def test_checkpoint_round_trip_gives_identical_logits(ckpts, tmp_path, family, lora):
     cfg = _cfg(ckpts[family], f"model.lora.enabled={str(lora).lower()}", "model.lora.r=4", "name=rt")
     tok = load_tokenizer(cfg.model)

@@ -98,7 +98,11 @@ def tiny_config(family: str, vocab_size: int, hidden: int = 32, layers: int = 2,
             **common,
         )
     elif family == "modernbert":
-        cfg = tf.ModernBertConfig(num_attention_heads=2, global_attn_every_n_layers=1, local_attention=64, **common)
+        # mean pooling, as answerdotai/ModernBERT-base's config.json has (its CLS pooling
+        # learns the toy task too slowly for a test at this size)
+        cfg = tf.ModernBertConfig(
+            num_attention_heads=2, global_attn_every_n_layers=1, local_attention=64, classifier_pooling="mean", **common
+        )
     elif family == "llama":
         cfg = tf.LlamaConfig(num_attention_heads=2, num_key_value_heads=1, **common)
     elif family == "gemma":
