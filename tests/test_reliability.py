@@ -231,3 +231,148 @@ def test_check_output_path_protects_inputs_and_foreign_files(tmp_path):
     own = tmp_path / "folds.csv"
     own.write_text("id,fold\n1,0\n")
     assert check_output_path(own, [data], kind="fold_map") == own
+
+
+# ---------------------------------------------------------------------------------------
+# Protected inputs
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["read", "kaggle", "{train}", "--out", "{train}"],
+                                     ["folds", "make", "{train}", "--out", "{train}"],
+                                     ["read", "kaggle", "{train}", "--out", "{solution}", "--force"]])  # fmt: skip
+def test_no_command_writes_over_its_input(project, tmp_path, command):
+    import shutil
+
+    root, _ = project
+    shutil.copytree(root / "data", tmp_path / "data")
+    files = {"train": tmp_path / "data" / "train.csv", "solution": tmp_path / "data" / "solution.csv"}
+    if "--force" in command:  # an input folder's files are inputs too
+        command = ["read", "kaggle", str(tmp_path / "data"), "--out", "{solution}", "--force"]
+    before = file_hashes(tmp_path / "data")
+    line = one_line_error(prefkit(*[c.format(**files) for c in command]))
+    assert "input of this command" in line
+    assert file_hashes(tmp_path / "data") == before
+
+
+def test_an_existing_file_that_prefkit_did_not_write_is_not_replaced(project, tmp_path):
+    root, _ = project
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\n1,2\n")
+    line = one_line_error(prefkit("folds", "make", root / "data" / "train.csv", "--out", notes, "--n-folds", "3"))
+    assert "not a prefkit fold_map file" in line and notes.read_text() == "my,own\n1,2\n"
+    assert prefkit("folds", "make", root / "data" / "train.csv", "--out", notes, "--n-folds", "3", "--force").returncode == 0
+    assert prefkit("folds", "make", root / "data" / "train.csv", "--out", notes, "--n-folds", "3").returncode == 0  # now its own
+
+
+# ---------------------------------------------------------------------------------------
+# Partial or wrong inputs refused, loudly
+# ---------------------------------------------------------------------------------------
+
+
+def test_stack_refuses_an_oof_that_stops_partway_through_its_folds(project, tmp_path):
+    root, config = project
+    run = copy_run(root / "runs" / "feat", tmp_path / "feat")
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    oof.iloc[: len(oof) * 2 // 3].to_csv(run / "oof.csv", index=False)  # a killed writer's or a truncated copy's file
+    line = one_line_error(prefkit("stack", run, "-c", config, f"output_dir={tmp_path}", "stack.name=st"))
+    assert "stops part-way through fold" in line and "oof.csv" in line
+    assert not (tmp_path / "st").exists()
+
+
+def test_stack_says_how_many_rows_each_base_model_covers(project, tmp_path):
+    root, config = project
+    run = copy_run(root / "runs" / "feat", tmp_path / "feat")
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    oof[oof["fold"] != 2].to_csv(run / "oof.csv", index=False)  # two whole folds: fine, but said
+    (run / "test.csv").unlink()
+    result = prefkit("stack", run, "-c", config, f"output_dir={tmp_path}", "stack.name=st")
+    assert result.returncode == 0, result.stderr
+    n = int((oof["fold"] != 2).sum())
+    assert f"OOF for {n} of 300 training pairs (folds 0, 1)" in result.stdout and f"stacking {n} of 300" in result.stdout
+    assert "no submission written" in result.stderr and "no test predictions" in result.stderr
+
+
+def test_folds_import_refuses_a_map_that_splits_a_prompt_group(project, tmp_path):
+    root, _ = project
+    train = root / "data" / "train.csv"
+    made = tmp_path / "folds.csv"
+    assert prefkit("folds", "make", train, "--out", made, "--n-folds", "3").returncode == 0
+    fold_map = pd.read_csv(made, dtype=str)
+    fold_map.loc[0, "fold"] = str((int(fold_map.loc[0, "fold"]) + 1) % 3)  # one row of a prompt moved to another fold
+    leaking = tmp_path / "leak.csv"
+    fold_map.to_csv(leaking, index=False)
+    line = one_line_error(prefkit("folds", "import", leaking, "--train", train))
+    assert "splits 1 prompt group" in line and "--allow-split-groups" in line
+    allowed = prefkit("folds", "import", leaking, "--train", train, "--allow-split-groups")
+    assert allowed.returncode == 0 and "split across folds" in allowed.stderr
+
+
+def test_folds_import_refuses_a_fold_label_unlike_the_others(project, tmp_path):
+    root, _ = project
+    made = tmp_path / "folds.csv"
+    assert prefkit("folds", "make", root / "data" / "train.csv", "--out", made, "--n-folds", "3").returncode == 0
+    fold_map = pd.read_csv(made, dtype=str)
+    fold_map["fold"] = fold_map["fold"].map({"0": "A", "1": "B", "2": "C"})
+    fold_map.loc[6, "fold"] = "x"
+    odd = tmp_path / "odd.csv"
+    fold_map.to_csv(odd, index=False)
+    line = one_line_error(prefkit("folds", "import", odd, "--train", root / "data" / "train.csv"))
+    assert "row 7" in line and "'x'" in line
+
+
+def test_score_refuses_rows_that_are_not_distributions(project, tmp_path):
+    root, _ = project
+    solution = pd.read_csv(root / "data" / "solution.csv", dtype={"id": str})
+    sub = pd.DataFrame({"id": solution["id"], "winner_model_a": 0.6, "winner_model_b": 0.4, "winner_tie": 0.4})
+    sub.to_csv(tmp_path / "sub.csv", index=False)
+    line = one_line_error(prefkit("score", tmp_path / "sub.csv", root / "data" / "solution.csv"))
+    assert "row 1" in line and "sum to 1.4" in line
+
+
+# ---------------------------------------------------------------------------------------
+# Tracebacks turned into one line
+# ---------------------------------------------------------------------------------------
+
+
+def test_folds_make_with_fewer_rows_than_folds_is_one_line(tmp_path):
+    from prefkit.data.synthetic import write_synthetic_arena
+
+    write_synthetic_arena(tmp_path / "d", n_train=6, n_test=1, n_prompts=6, seed=0)
+    line = one_line_error(prefkit("folds", "make", tmp_path / "d" / "train.csv", "--out", tmp_path / "f.csv", "--n-folds", "5"))
+    assert "cannot fill 5" in line
+
+
+def test_stack_over_a_binary_test_file_is_one_line(project, tmp_path):
+    root, config = project
+    run = copy_run(root / "runs" / "feat", tmp_path / "feat")
+    (run / "test.csv").write_bytes(os.urandom(4096))
+    line = one_line_error(prefkit("stack", run, "-c", config, f"output_dir={tmp_path}", "stack.name=st"))
+    assert "test.csv" in line
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing", "config"])
+def test_a_damaged_checkpoint_is_named_in_one_line(tmp_path, damage):
+    from prefkit.models.checks import check_checkpoint
+    from prefkit.testing.tiny import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt", "bert")
+    weights = ckpt / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00garbage" * 64)
+    elif damage == "missing":
+        weights.unlink()
+    else:
+        (ckpt / "config.json").write_text('{"model_type": "bert",')
+    with pytest.raises(InputError) as err:
+        check_checkpoint(ckpt)
+    named = "config.json" if damage == "config" else "model.safetensors" if damage != "missing" else "no weights"
+    assert named in err.value.one_line()
+    data = tmp_path / "train.csv"
+    from prefkit.data.synthetic import write_synthetic_arena
+
+    write_synthetic_arena(tmp_path / "d", n_train=8, n_test=2, seed=0)
+    line = one_line_error(prefkit("embed", tmp_path / "d" / "train.csv", "--model", ckpt, "--out", tmp_path / "e.parquet"))
+    assert named in line and not data.exists()

@@ -298,8 +298,17 @@ def fetch(
 
 
 def is_converted(folder: str | Path) -> bool:
+    """A converted safetensors folder is there and whole (a damaged one is converted again)."""
+    from prefkit.models.checks import check_checkpoint
+
     folder = Path(folder)
-    return (folder / "config.json").is_file() and any(folder.glob("model*.safetensors"))
+    if not ((folder / "config.json").is_file() and any(folder.glob("model*.safetensors"))):
+        return False
+    try:
+        check_checkpoint(folder)
+    except InputError:
+        return False
+    return True
 
 
 GGUF_INSTALL = "pip install 'prefkit[gguf]'"  # gguf + sentencepiece, an extra (see pyproject.toml)
@@ -323,14 +332,19 @@ def convert_gguf(folder: str | Path, gguf_file: str, out_dir: str | Path | None 
 
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
+    from prefkit.models.checks import check_weights_file
+
     require_gguf()
     if not (folder / gguf_file).is_file():
         raise InputError("GGUF file not found", file=folder / gguf_file)
+    check_weights_file(folder / gguf_file)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     except ImportError:  # sentencepiece, for some tokenizers
         raise InputError(f"GGUF checkpoints need the gguf extra: {GGUF_INSTALL}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as err:  # a damaged file, deep in the gguf reader
+        raise InputError(f"cannot load GGUF ({type(err).__name__}: {' '.join(str(err).split())[:200]})", file=folder / gguf_file) from None
     # A model loaded from GGUF carries quantization_config (quant_method gguf); saving it as
     # is would make the saved folder ask for the GGUF file again.
     if hasattr(model.config, "quantization_config"):

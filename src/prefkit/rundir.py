@@ -41,11 +41,11 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from prefkit.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from prefkit.errors import InputError
 
 LOCK_FILE = ".lock"
@@ -77,37 +77,6 @@ Echo = Callable[[str], None]
 
 def _stderr_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------
-# Atomic files
-# ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto ``path`` when the block succeeds,
-    removed when it fails: ``path`` is the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -344,13 +313,30 @@ def check_output_path(
     (unless ``force``). Returns ``out`` as a Path; write it atomically (:func:`atomic_path`)."""
     out = Path(out)
     for inp in inputs:
-        if inp is not None and _same_file(out, Path(inp)):
+        if inp is None:
+            continue
+        inp = Path(inp)
+        inside = inp.is_dir() and out.exists() and inp.resolve() in out.resolve().parents
+        if _same_file(out, inp) or inside:
             raise InputError(f"{option} is an input of this command ({inp}): prefkit never writes over a file it reads", file=out)
     if out.is_dir():
         raise InputError(f"{option} is a folder; give a file path", file=out)
     if out.exists() and not force and not is_own_output(out, kind):
         raise InputError(f"{option} exists and is not a prefkit {kind} file: choose another path, or pass --force to replace it", file=out)
     return out
+
+
+def atomic_write_parquet(table, path: str | Path, kind: str) -> Path:
+    """``table`` as Parquet, replaced whole, marked as prefkit's output of ``kind`` (schema
+    metadata ``prefkit.kind``) so a later run may replace it without ``--force``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"prefkit.kind": kind.encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -567,6 +553,7 @@ __all__ = [
     "RunLock",
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_parquet",
     "atomic_write_text",
     "check_folder_owner",
     "check_output_path",

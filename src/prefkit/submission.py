@@ -172,8 +172,10 @@ def read_probabilities(path: str | Path) -> pd.DataFrame:
     submission (``winner_model_a, ...``); one row per id (a repeated id must repeat its
     probabilities)."""
     table = read_submission_csv(path)
+    names = LABELS
     if all(c in table.columns for c in LABEL_COLUMNS):
         table = table.rename(columns=dict(zip(LABEL_COLUMNS, LABELS)))
+        names = LABEL_COLUMNS
     elif not all(c in table.columns for c in LABELS):
         raise InputError(f"expected columns id and {list(LABELS)} or {list(LABEL_COLUMNS)}", file=path)
     if "id" not in table.columns:
@@ -185,9 +187,24 @@ def read_probabilities(path: str | Path) -> pd.DataFrame:
     if conflict.any():
         row = int(np.flatnonzero(conflict.to_numpy())[0])
         raise InputError(f"id {table['id'].iloc[row]!r} repeats with different probabilities", file=path, row=row + 1, column="id")
-    table = table[~repeated.to_numpy()].reset_index(drop=True)
-    _prediction_lookup(table, str(path))  # finite, non-negative
-    return table
+    _prediction_lookup(table.drop_duplicates("id"), str(path))  # finite, non-negative
+    check_distributions(table[list(LABELS)], str(path), columns=names)
+    return table[~repeated.to_numpy()].reset_index(drop=True)
+
+
+def check_distributions(probs: pd.DataFrame, source: str, columns=LABELS) -> None:
+    """Each row a probability distribution, as :func:`check_submission` demands: values
+    in [0, 1] summing to one (within ``SUM_TOLERANCE``); the first bad row is named."""
+    values = probs.to_numpy(dtype=float)
+    outside = (values < 0) | (values > 1)
+    if outside.any():
+        row, col = (int(v[0]) for v in np.nonzero(outside))
+        raise InputError(f"probability {values[row, col]:g} is outside [0, 1]", file=source, row=row + 1, column=columns[col])
+    sums = values.sum(axis=1)
+    off = np.abs(sums - 1.0) > SUM_TOLERANCE
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise InputError(f"probabilities sum to {sums[row]:.6g}, not 1", file=source, row=row + 1, column=",".join(columns))
 
 
 def score_file(pred_path: str | Path, solution_path: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:

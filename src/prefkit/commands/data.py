@@ -31,6 +31,7 @@ def read(
         Optional[str], typer.Option("--docs", help="comparisons: the document table (default: docs.csv* beside PATH).")
     ] = None,
     aggregate: Annotated[bool, typer.Option("--aggregate/--no-aggregate", help="votes: one row per pair (vote shares) or per vote.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an --out file that is not a table prefkit wrote.")] = False,
 ) -> None:
     """Read FORMAT data from PATH, validate it against the schema and print a summary."""
     spec = get_format(fmt)
@@ -38,6 +39,11 @@ def read(
         raise InputError(f"--on-bad-row must be 'error' or 'skip', got {on_bad_row!r}")
     if docs is not None and "docs_path" not in spec.options:
         raise InputError(f"--docs is for document comparisons, not format {fmt!r}")
+    if out is not None:  # before reading: a refused --out costs nothing
+        from prefkit.rundir import check_output_path
+
+        for target in (out, _items_path(out)):
+            check_output_path(target, [path, docs], kind="pairs", force=force)
 
     from prefkit.data import get_report
 
@@ -52,7 +58,7 @@ def read(
         _write(table, out)
         typer.echo(f"wrote {out}")
         if items is not None:
-            items_out = str(Path(out).with_name(Path(out).stem + "_items.parquet"))
+            items_out = _items_path(out)
             _write(items, items_out)
             typer.echo(f"wrote {items_out}")
 
@@ -104,10 +110,14 @@ def summary_lines(table, report) -> list[str]:
     return lines
 
 
+def _items_path(out: str) -> str:
+    return str(Path(out).with_name(Path(out).stem + "_items.parquet"))
+
+
 def _write(table, out: str) -> None:
-    path = Path(out)
+    from prefkit.rundir import atomic_write_parquet
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(path, index=False)
+        atomic_write_parquet(table, out, kind="pairs")
     except OSError as err:
         raise InputError(f"cannot write: {err.strerror or err}", file=out) from None

@@ -24,6 +24,15 @@ FormatOpt = Annotated[
     ),
 ]
 KeyOpt = Annotated[str, typer.Option("--key", help="Column the map is keyed on: id, or group (one fold per prompt group).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an --out file that is not a fold map prefkit wrote.")]
+
+
+def _check_out(out: str, inputs: list, force: bool) -> None:
+    from prefkit.rundir import check_output_path
+
+    if Path(out).suffix.lower() not in (".csv", ".json"):
+        raise InputError(f"--out must end in .csv or .json (got {out!r})")
+    check_output_path(out, inputs, kind="fold_map", force=force)
 
 
 @app.command("synth")
@@ -36,6 +45,7 @@ def synth(
     nu: Annotated[Optional[float], typer.Option("--nu", min=0.0, help="Davidson tie parameter (more = more ties).")] = None,
     length_bias: Annotated[Optional[float], typer.Option("--length-bias", help="Judge preference per unit log length ratio.")] = None,
     position_bias: Annotated[Optional[float], typer.Option("--position-bias", help="Strength added to side A.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not a synthetic arena (its files are replaced or kept).")] = False,
 ) -> None:
     """Write a synthetic arena with a known ground truth (Kaggle layout).
 
@@ -45,7 +55,7 @@ def synth(
 
     extra = {k: v for k, v in {"nu": nu, "length_bias": length_bias, "position_bias": position_bias}.items() if v is not None}
     try:
-        info = write_synthetic_arena(out_dir, n_train=n_train, n_test=n_test, n_prompts=n_prompts, seed=seed, **extra)
+        info = write_synthetic_arena(out_dir, n_train=n_train, n_test=n_test, n_prompts=n_prompts, seed=seed, force=force, **extra)
     except ValueError as err:
         raise InputError(str(err)) from None
     typer.echo(
@@ -98,6 +108,7 @@ def folds_make(
     seed: Annotated[int, typer.Option("--seed", help="Shuffle seed of StratifiedGroupKFold.")] = 42,
     format: FormatOpt = "kaggle",
     key: KeyOpt = "id",
+    force: ForceOpt = False,
 ) -> None:
     """Make folds stratified by label and grouped by prompt, and write the fold map.
 
@@ -105,8 +116,7 @@ def folds_make(
     """
     from prefkit.data.folds import make_folds, save_fold_map
 
-    if Path(out).suffix.lower() not in (".csv", ".json"):
-        raise InputError(f"--out must end in .csv or .json (got {out!r})")
+    _check_out(out, [train], force)
     pairs = _read(train, format)
     keys = _keys(pairs, key)
     folds = make_folds(pairs, n_folds=n_folds, seed=seed)
@@ -123,20 +133,28 @@ def folds_import(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the map again, folds as 0..k-1 (.csv or .json).")] = None,
     format: FormatOpt = "kaggle",
     key: KeyOpt = "id",
+    allow_split_groups: Annotated[
+        bool, typer.Option("--allow-split-groups", help="Accept a map that puts one prompt group in several folds (a leak).")
+    ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Import an existing fold map and check it against a training file.
 
-    Every row must be in the map; keys not in the data are fine (counted). Prints fold sizes and label balance.
+    Every row must be in the map; keys not in the data are fine (counted). Fold labels must be
+    alike (A-E, 0-4) and one prompt group must stay in one fold. Prints fold sizes and label balance.
     --out writes the map back with folds 0..k-1.
     """
-    from prefkit.data.folds import import_fold_map, save_fold_map
+    from prefkit.data.folds import check_groups_kept, import_fold_map, save_fold_map
 
-    if out is not None and Path(out).suffix.lower() not in (".csv", ".json"):
-        raise InputError(f"--out must end in .csv or .json (got {out!r})")
+    if out is not None:
+        _check_out(out, [train, fold_map], force)
     pairs = _read(train, format)
     keys = _keys(pairs, key)
     result = import_fold_map(fold_map, keys)
+    n_split = check_groups_kept(pairs, result.folds, fold_map, allow=allow_split_groups)
     typer.echo(result.describe())
+    if n_split:
+        typer.echo(f"warning: {n_split} prompt group(s) are split across folds (accepted: --allow-split-groups)", err=True)
     _print_table(pairs, result.folds)
     if out is not None:
         save_fold_map(keys, result.folds, out)

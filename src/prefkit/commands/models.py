@@ -61,17 +61,18 @@ def embed(
     data: Annotated[list[str], typer.Argument(help="Kaggle-layout CSV(s) (train.csv, test.csv; .xz/.gz allowed).", show_default=False)],
     model: Annotated[str, typer.Option("--model", help="Encoder folder.")] = "checkpoints/pretrained/all-MiniLM-L6-v2",
     out: Annotated[str, typer.Option("--out", help="Feature parquet to write (id + numeric columns).")] = "runs/embeddings/features.parquet",
-    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per text, special tokens included (head-tail truncation).")] = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text, special tokens included (head-tail truncation).")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
-    svd_dim: Annotated[int, typer.Option("--svd-dim", help="Project the A-B embedding difference on this many directions (0: keep every dimension).")] = 16,
+    svd_dim: Annotated[int, typer.Option("--svd-dim", min=0, help="Project the A-B embedding difference on this many directions (0: keep every dimension).")] = 16,
+    force: Annotated[bool, typer.Option("--force", help="Replace an --out file that is not a feature table prefkit wrote.")] = False,
     fit_on: Annotated[
         Optional[str], typer.Option("--fit-on", help="Training CSV to fit the projection on (default: the first DATA file, if labelled).")
     ] = None,
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="Embedding cache (per model, max length and text).")] = "runs/cache/embeddings",
-    head_fraction: Annotated[float, typer.Option("--head-fraction", help="Share of a truncated text kept from its start.")] = 0.5,
+    head_fraction: Annotated[float, typer.Option("--head-fraction", min=0.0, max=1.0, help="Share of a truncated text kept from its start.")] = 0.5,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Frozen-encoder features for every pair: cosines of the prompt with each response and of the two responses, and the A-B embedding difference (mean-pooled, L2-normalised embeddings).
 
@@ -98,6 +99,11 @@ def embed(
         raise InputError(f"--svd-dim must be >= 0 (got {svd_dim})")
     if not 0 <= head_fraction <= 1:
         raise InputError(f"--head-fraction must be within [0, 1] (got {head_fraction})")
+    from prefkit.models.checks import check_checkpoint
+    from prefkit.rundir import check_output_path
+
+    check_output_path(out, [*data, fit_on], kind="features", force=force)
+    check_checkpoint(model)  # before reading any data: a missing or damaged model in one line
     if threads is not None:
         import torch
 

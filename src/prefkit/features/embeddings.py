@@ -172,7 +172,9 @@ def _load_encoder(model_dir: str | Path, device: str = "cpu", dtype: str = "floa
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    model_dir = Path(model_dir)
+    from prefkit.models.checks import check_checkpoint
+
+    model_dir = check_checkpoint(model_dir)  # a missing or damaged file: one line naming it
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModel.from_pretrained(model_dir, dtype=getattr(torch, dtype))
