@@ -130,3 +130,36 @@ def predict_command(
 from prefkit.commands.scores_design import register as _register_design  # noqa: E402
 
 _register_design(scores_app)
+
+
+@scores_app.command("heldout")
+def heldout_command(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"One of: {', '.join(SCORE_FORMATS)}.", show_default=False)],
+    path: Annotated[str, typer.Argument(help="The comparisons file (plain or compressed).", show_default=False)],
+    docs: Annotated[Optional[str], typer.Option("--docs", help="comparisons: the document table (default: docs.csv* beside PATH).")] = None,
+    ties: Annotated[Optional[list[str]], typer.Option("--ties", help="Tie model(s) to compare (repeatable); the first is 'bt' on the last line.")] = None,
+    l2: Annotated[str, typer.Option("--l2", help="L2 prior strength, or 'cv' (chosen inside each training part).")] = "cv",
+    home: Annotated[bool, typer.Option("--home", help="Fit an advantage of the first-shown side.")] = False,
+    style: Annotated[bool, typer.Option("--style", help="Style covariates (used for the held-out predictions too).")] = False,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds over comparisons.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the folds.")] = 0,
+) -> None:
+    """K-fold held-out comparison log loss of Bradley-Terry against the smoothed win rate and
+    a constant. Last line: heldout_logloss_bt=<v> heldout_logloss_winrate=<v> n_items=<v>."""
+    from prefkit.scores.bt import TIES
+    from prefkit.scores.data import load_comparisons
+    from prefkit.scores.evaluate import heldout_log_loss
+
+    if fmt not in SCORE_FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(SCORE_FORMATS)}")
+    ties = ties or ["davidson"]
+    unknown = [t for t in ties if t not in TIES]
+    if unknown:
+        raise InputError(f"--ties must be one of {', '.join(TIES)}, got {unknown[0]!r}")
+    comp = load_comparisons(fmt, path, docs=docs, style=style)
+    out = heldout_log_loss(comp, ties, l2=_parse_l2(l2), home=home, use_covariates=style, folds=folds, seed=seed, progress=True)
+    typer.echo(f"{len(comp)} comparison rows over {comp.n_items} items, {folds} folds over comparisons")
+    for t in ties:
+        typer.echo(f"heldout_logloss_bt_{t}={out[f'bt_{t}']:.5f} (median l2 {out[f'l2_{t}']:g})")
+    typer.echo(f"heldout_logloss_constant={out['constant']:.5f}")
+    typer.echo(f"heldout_logloss_bt={out[f'bt_{ties[0]}']:.5f} heldout_logloss_winrate={out['win_rate']:.5f} n_items={comp.n_items}")

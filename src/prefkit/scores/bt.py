@@ -278,7 +278,7 @@ class _Problem:
         s = lin[: self.n]
         c = self.des.counts
         if not self.des.fit_tie:  # plain Bradley-Terry: two classes
-            le = log_expit(d)
+            self._le = le = log_expit(d)
             ll = c[:, 0] @ le + c[:, 1] @ (le - d)
         else:
             lp, _, _ = _row_terms(self.des.link, d, t, need_derivatives=False)
@@ -293,7 +293,7 @@ class _Problem:
         s = lin[: self.n]
         pieces = {}
         if not self.des.fit_tie:
-            le = log_expit(d)
+            le = self._le if reuse_d else log_expit(d)
             p = np.exp(le)
             ll = c[:, 0] @ le + c[:, 1] @ (le - d)
             grad_d = c[:, 0] - self.N * p
