@@ -21,6 +21,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
+def one_of(value: str, known, what: str) -> str:
+    """``value`` when it is a name in ``known`` (a registry); else a ValueError naming them,
+    which the config reports as one line (``data.format: unknown pair format 'x'; known: ...``)."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    return value
+
+
 class DataConfig(Section):
     """Where the data lives. ``dir`` is a folder in the Kaggle layout
     (train.csv, test.csv, sample_submission.csv; ``.xz``/``.gz`` allowed);
@@ -38,9 +46,7 @@ class DataConfig(Section):
     def _known_pair_format(cls, value):
         from prefkit.data.formats import PAIR_FORMATS
 
-        if value not in PAIR_FORMATS:
-            raise ValueError(f"unknown pair format {value!r}; known: {', '.join(PAIR_FORMATS)}")
-        return value
+        return one_of(value, PAIR_FORMATS, "pair format")
 
 
 class FoldConfig(Section):

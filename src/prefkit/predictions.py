@@ -15,7 +15,7 @@ import pandas as pd
 
 from prefkit.atomic import atomic_path
 from prefkit.errors import InputError
-from prefkit.schema import LABELS
+from prefkit.schema import LABELS, check_id_table
 
 PRED_COLUMNS = ("id", *LABELS, "model", "fold")
 OOF_FILE = "oof.csv"
@@ -68,15 +68,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def validate_predictions(preds: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
-    missing = [c for c in PRED_COLUMNS if c not in preds.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}; expected {list(PRED_COLUMNS)}", file=source)
-    if len(preds) == 0:
-        raise InputError("no rows", file=source)
-    dup = preds["id"].astype(str).duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"duplicate id {preds['id'].iloc[row]!r}", file=source, row=row + 1, column="id")
+    check_id_table(preds, PRED_COLUMNS, source)
     folds = pd.to_numeric(preds["fold"], errors="coerce").to_numpy(dtype=float)
     not_int = ~np.isfinite(folds) | (folds != np.round(folds))
     if not_int.any():

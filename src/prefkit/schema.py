@@ -99,18 +99,24 @@ def label_matrix(pairs: pd.DataFrame) -> np.ndarray:
     return pairs[list(LABELS)].to_numpy(dtype=float)
 
 
-def validate_pairs(pairs: pd.DataFrame, source: str = "pairs", require_labels: bool = False) -> pd.DataFrame:
-    """Check a pair table against the schema; raise :class:`InputError` at the first problem."""
-    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+def check_id_table(table: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    """``columns`` present, at least one row, ``id`` unique; else an :class:`InputError`
+    naming the first problem (pair, item and prediction tables all start so)."""
+    missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise InputError(f"missing column(s) {missing}; expected {list(PAIR_COLUMNS)}", file=source)
-    if len(pairs) == 0:
+        raise InputError(f"missing column(s) {missing}; expected {list(columns)}", file=source)
+    if len(table) == 0:
         raise InputError("no rows", file=source)
-    ids = pairs["id"].astype(str)
+    ids = table["id"].astype(str)
     dup = ids.duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
         raise InputError(f"duplicate id {ids.iloc[row]!r}", file=source, row=row + 1, column="id")
+
+
+def validate_pairs(pairs: pd.DataFrame, source: str = "pairs", require_labels: bool = False) -> pd.DataFrame:
+    """Check a pair table against the schema; raise :class:`InputError` at the first problem."""
+    check_id_table(pairs, PAIR_COLUMNS, source)
     for col in ("prompt", "response_a", "response_b"):
         for row, turns in enumerate(pairs[col]):
             if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
@@ -142,15 +148,7 @@ def validate_pairs(pairs: pd.DataFrame, source: str = "pairs", require_labels: b
 
 
 def validate_items(items: pd.DataFrame, source: str = "items") -> pd.DataFrame:
-    missing = [c for c in ITEM_COLUMNS if c not in items.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}; expected {list(ITEM_COLUMNS)}", file=source)
-    if len(items) == 0:
-        raise InputError("no rows", file=source)
-    dup = items["id"].astype(str).duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"duplicate id {items['id'].iloc[row]!r}", file=source, row=row + 1, column="id")
+    check_id_table(items, ITEM_COLUMNS, source)
     for row, text in enumerate(items["text"]):
         if not isinstance(text, str):
             raise InputError("expected text (a string)", file=source, row=row + 1, column="text")
