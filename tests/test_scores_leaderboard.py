@@ -24,6 +24,8 @@ def test_leaderboard_recovers_the_true_order(arena):
     assert table["score"].is_monotonic_decreasing and list(table["rank"]) == list(range(1, 9))
     assert abs(table["true"].mean()) < 1e-9 and abs(table["score"].mean()) < 1e-6  # both centred
     assert ((table["lower"] <= table["score"]) & (table["score"] <= table["upper"])).all()
+    # Intervals measure the mean-zero scores (the overall level is not uncertain by convention).
+    assert (table["upper"] - table["lower"]).max() < 1.5
     lines = leaderboard_lines(table, rho, fitted)
     assert len(lines) == 1 + 8 + 1 and f"{rho:.4f}" in lines[-1] and fitted.interval in lines[-1]
 

@@ -37,11 +37,14 @@ def arena_leaderboard(train_csv: str | Path, truth: dict[str, float], l2: float 
     """Davidson Bradley-Terry over the arena's ``model_a``/``model_b`` battles, beside ``truth``.
 
     A weak prior (``l2``) keeps the fit finite when a small arena has a model that never
-    lost or never won; with hundreds of battles per model it moves no score visibly."""
+    lost or never won; with hundreds of battles per model it moves no score visibly.
+    Intervals: sandwich (robust), which measures the spread of the mean-zero scores."""
     from prefkit.scores.bt import fit
     from prefkit.scores.data import load_comparisons
+    from prefkit.scores.intervals import sandwich
 
-    fitted = fit(load_comparisons("kaggle", train_csv), ties="davidson", l2=l2)
+    comparisons = load_comparisons("kaggle", train_csv)
+    fitted = sandwich(comparisons, fit(comparisons, ties="davidson", l2=l2, se=False))
     table, rho = truth_leaderboard(fitted, truth)
     return table, rho, fitted
 
