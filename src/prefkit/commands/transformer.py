@@ -24,13 +24,15 @@ def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = No
     cfg = resolve_config(config, overrides)
     from prefkit.data.folds import folds_for
     from prefkit.data.run_data import load_run_data
+    from prefkit.tasks import get_task
     from prefkit.train.engine import train_folds
 
     pairs, test = load_run_data(cfg)
     folds = folds_for(cfg, pairs)
     result = train_folds(cfg, pairs, folds, test_table=test)
     if result is not None:
-        typer.echo(f"OOF log loss {result.oof_log_loss:.4f} ({len(result.oof)} pairs) -> {result.run_dir}")
+        metric = get_task(cfg.task).metric.replace("_", " ")
+        typer.echo(f"OOF {metric} {result.oof_metric:.4f} ({len(result.oof)} rows) -> {result.run_dir}")
 
 
 @app.command("predict")

@@ -207,13 +207,12 @@ class Predictor:
     def __init__(self, ckpt_dir, device: str | None = None, batch_size: int | None = None, tta_swap: bool | None = None,
                  packed: bool | None = None):  # fmt: skip
         from prefkit.models.transformer import load_checkpoint
-        from prefkit.text.render import PairRenderer
 
         self.ckpt_dir = Path(ckpt_dir)
         self.model, self.tokenizer, self.cfg = load_checkpoint(self.ckpt_dir, device=device)
         self.task = get_task(self.cfg.task)
         self.device = model_device(self.model)
-        self.renderer = PairRenderer(self.tokenizer, self.cfg.render)
+        self.renderer = self.task.renderer(self.tokenizer, self.cfg.render)
         self.tta_swap = self.cfg.train.tta_swap if tta_swap is None else tta_swap
         tc = self.cfg.train
         if batch_size is not None:

@@ -49,6 +49,12 @@ class Task:
     output_columns: tuple[str, ...] = ()
 
     # -- inputs ----------------------------------------------------------------------------
+    def renderer(self, tokenizer, render_cfg):
+        """What turns rows into token ids under ``render.*`` (pairs by default)."""
+        from prefkit.text.render import PairRenderer
+
+        return PairRenderer(tokenizer, render_cfg)
+
     def encode(self, renderer, table: pd.DataFrame, labels: bool = True, swapped: bool = False) -> Encoded:
         """Token ids (and the swapped version's, when ``swapped``) of every row, with
         targets and weights when ``labels``."""
@@ -78,6 +84,9 @@ class Task:
     def prediction_frame(self, ids, predictions: np.ndarray, model: str, fold) -> pd.DataFrame:
         """Rows of ``oof.csv`` / ``test.csv``."""
         raise NotImplementedError
+
+    def plot_oof(self, targets: np.ndarray, predictions: np.ndarray, path, title: str) -> None:
+        """A picture of the OOF predictions against their targets (none by default)."""
 
     def read_prediction_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[list(self.output_columns)].to_numpy(dtype=float)

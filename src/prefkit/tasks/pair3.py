@@ -46,3 +46,8 @@ class PairClassification(Task):
         from prefkit.predictions import make_predictions
 
         return make_predictions(ids, predictions, model, fold)
+
+    def plot_oof(self, targets: np.ndarray, predictions: np.ndarray, path, title: str) -> None:
+        from prefkit.plots import reliability_diagram
+
+        reliability_diagram(targets, predictions, path, title=title)

@@ -182,10 +182,9 @@ class RunData:
 
 def encode_run(cfg: RunConfig, task: Task, table: pd.DataFrame, fold_ids: np.ndarray, test_table, accelerator) -> RunData:
     from prefkit.models.transformer import load_tokenizer
-    from prefkit.text.render import PairRenderer
 
     tokenizer = load_tokenizer(cfg.model)
-    renderer = PairRenderer(tokenizer, cfg.render)
+    renderer = task.renderer(tokenizer, cfg.render)
     t0 = time.perf_counter()
     encoded = task.encode(renderer, table, labels=True, swapped=cfg.train.swap != "off" or cfg.train.tta_swap)
     test_encoded = None
@@ -525,7 +524,7 @@ class TrainResult:
     folds: list[FoldResult]
     oof: pd.DataFrame
     test: pd.DataFrame | None
-    oof_log_loss: float | None  # the task's metric over the run's OOF (log loss for pair3)
+    oof_metric: float | None  # the task's metric over the run's OOF (log loss for pair3)
 
 
 def read_done(fold_dir: Path) -> dict:
@@ -566,14 +565,13 @@ def check_finished_fold(data: RunData, k: int) -> dict:
 
 
 def _plot_run(cfg: RunConfig, results: list[FoldResult], task: Task, targets: np.ndarray, preds: np.ndarray) -> None:
-    """``learning_curves.png`` (each fold's evaluations) and, for pair tasks, ``reliability.png``."""
-    from prefkit.plots import learning_curves_plot, reliability_diagram
+    """``learning_curves.png`` (each fold's evaluations) and the task's OOF picture (``reliability.png``)."""
+    from prefkit.plots import learning_curves_plot
 
     evals = {r.fold: r.evals for r in results}
     if any(evals.values()):
         learning_curves_plot(evals, cfg.run_dir / "learning_curves.png", title=f"{cfg.name}: learning curves")
-    if task.name == "pair3":
-        reliability_diagram(targets, preds, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
+    task.plot_oof(targets, preds, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
 
 
 def combine_folds(data: RunData) -> TrainResult:
@@ -655,7 +653,7 @@ def train_folds(
         accelerator.wait_for_everyone()
         result = combine_folds(data) if accelerator.is_main_process else None
         if result is not None:
-            say(accelerator, f"run {cfg.name}: OOF {task.metric.replace('_', ' ')} {result.oof_log_loss:.4f} over {len(result.oof)} rows, "
+            say(accelerator, f"run {cfg.name}: OOF {task.metric.replace('_', ' ')} {result.oof_metric:.4f} over {len(result.oof)} rows, "
                 f"folds {[r.fold for r in result.folds]}")  # fmt: skip
         return result
     finally:
