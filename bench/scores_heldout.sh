@@ -19,8 +19,8 @@ fi
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
 source bench/lib.sh
-COMPARISONS=$(find_data_file "$DATA" comparisons)
-DOCS=$(find_data_file "$DATA" docs)
+COMPARISONS=$(find_data_file "$DATA" comparisons || true)
+DOCS=$(find_data_file "$DATA" docs || true)
 [ -n "$COMPARISONS" ] || { echo "no comparisons.csv (plain or compressed) in $DATA" >&2; exit 2; }
 [ -n "$DOCS" ] || { echo "no docs.csv (plain or compressed) in $DATA" >&2; exit 2; }
 

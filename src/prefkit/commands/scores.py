@@ -91,7 +91,9 @@ def fit_command(
     Path(out, "config.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
 
     tie_name, tie_value = next(iter(info["tie_parameter"].items()))
-    typer.echo(f"model: Bradley-Terry, ties {ties} ({tie_name} = {tie_value:.4g}); l2 {result.l2:g}; "
+    no_ties = ties != "half" and not (comp.y[:, 2] * comp.weight).any()
+    tie_text = f"{'no ties in the data: ' if no_ties else ''}{tie_name} = {tie_value:.4g}"
+    typer.echo(f"model: Bradley-Terry, ties {ties} ({tie_text}); l2 {result.l2:g}; "
                f"log-likelihood {result.loglik:.2f} ({result.n_iter} Newton steps, converged {result.converged})")
     if home:
         typer.echo(f"first-shown advantage: {result.home:+.4f}")

@@ -450,10 +450,12 @@ def fit(
     design = _design(comp, ties, home, use_covariates)
     problem = _Problem(design, l2, component)
     theta = np.zeros(design.n_params)
-    if design.fit_tie:
-        theta[-1] = _initial_tie(ties, design)
     if init is not None and init.theta is not None and len(init.theta) == len(theta):
         theta = init.theta.copy()
+    else:  # log-odds of smoothed win rates: close to the MLE on most designs (fewer Newton steps)
+        theta[: comp.n_items] = _center(win_rate(comp).scores.copy(), comp.n_items, component)
+        if design.fit_tie:
+            theta[-1] = _initial_tie(ties, design)
     theta, f, n_iter, converged = _newton(problem, theta, max_iter, tol)
     return _result(comp, design, problem, theta, f, n_iter, converged, ties, l2, component, se, level)
 
