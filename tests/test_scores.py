@@ -278,3 +278,23 @@ def test_cli_kaggle_arena_with_style_control(tmp_path, capsys):
     info = json.loads((tmp_path / "lb" / "fit.json").read_text())
     assert set(info["beta"]) == {"logratio_chars", "logratio_headers", "logratio_list_items", "logratio_bold"}
     assert "covariate logratio_chars" in capsys.readouterr().out
+
+
+def test_jsonl_pairs_and_votes_become_comparisons(tmp_path):
+    rows = [{"pair_id": k, "id1": f"d{k % 3}", "id2": f"d{(k + 1) % 3}", "text1": f"text {k % 3}",
+             "text2": f"text {(k + 1) % 3}", "label": [1, 2, 0][k % 3]} for k in range(9)]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    comp = load_comparisons("jsonl", tmp_path / "p.jsonl")
+    assert comp.items == ["d0", "d1", "d2"] and comp.texts["d1"] == "text 1"
+    assert comp.y[:, 2].sum() == 3
+
+    votes = pd.DataFrame({"winner": ["left", "right", "tie", "left"], "prompt_text": ["p"] * 4,
+                          "result_x": ["x1", "y1", "x1", "x2"], "result_y": ["y1", "x1", "y1", "y2"],
+                          "left": ["m1", "m2", "m1", "m1"], "right": ["m2", "m1", "m2", "m3"], "worker": ["a", "b", "a", "c"]})
+    votes.to_csv(tmp_path / "votes.csv", index=False)
+    aggregated = load_comparisons("votes", tmp_path / "votes.csv")
+    assert aggregated.weight.sum() == 4 and len(aggregated) == 2  # vote shares, weight = votes
+    per_vote = load_comparisons("votes", tmp_path / "votes.csv", cluster="worker")
+    assert len(per_vote) == 4 and len(np.unique(per_vote.cluster)) == 3
+    shares = fit(aggregated, l2=0.1, se=False).scores
+    assert np.allclose(shares, fit(per_vote, l2=0.1, se=False).scores, atol=1e-8)
