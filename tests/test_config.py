@@ -87,7 +87,9 @@ def test_cli_bad_override_exits_2_with_one_line():
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("bench/*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS))
+)
 def test_every_shipped_experiment_file_validates(path):
     cfg = load_config(path, [])
     # Experiment files state only differences: whatever they leave out keeps its default.
@@ -109,3 +111,11 @@ def test_fp16_autocast_over_fp16_weights_is_refused_before_training():
         load_config(None, ["train.mixed_precision=fp16", "model.dtype=float16"])
     assert "needs model.dtype=float32" in err.value.one_line()
     assert load_config(None, ["train.mixed_precision=fp16"]).model.dtype == "float32"
+
+
+def test_bare_no_for_mixed_precision_means_no(tmp_path):
+    # YAML reads a bare `no` as false, on the command line as in a file
+    path = tmp_path / "x.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path, []).train.mixed_precision == "no"
+    assert load_config(None, ["train.mixed_precision=bf16", "train.mixed_precision=no"]).train.mixed_precision == "no"

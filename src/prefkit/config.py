@@ -201,6 +201,11 @@ class TrainConfig(Section):
     def _yaml_on_off(cls, value):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        return "no" if value is False else value  # YAML reads a bare `no` as false
+
     @model_validator(mode="after")
     def _packing_needs_budget(self):
         if self.packing == "on" and self.max_tokens is None:

@@ -20,7 +20,7 @@ encoders keep the padded path)::
             logits = packing.packed_logits(model, batch)    # (n_pairs, num_labels), float32
         loss = loss_fn(logits, batch.targets)               # targets in pack order (batch.index)
 
-Measured on one H100 (bench/throughput.py, Llama-3-8B-sized, LoRA r16 q,k,v,o, arena
+Measured on one H100 (the previous separate bench/throughput.py harness, Llama-3-8B-sized, LoRA r16 q,k,v,o, arena
 length mix at max length 1024): 8192-token packs without gradient checkpointing train at
 40% of the bf16 peak in useful FLOPs (55 GB), against 30% for 16k packs with
 checkpointing and 25% for padded length-bucketed batches with checkpointing.
