@@ -298,3 +298,13 @@ def test_jsonl_pairs_and_votes_become_comparisons(tmp_path):
     assert len(per_vote) == 4 and len(np.unique(per_vote.cluster)) == 3
     shares = fit(aggregated, l2=0.1, se=False).scores
     assert np.allclose(shares, fit(per_vote, l2=0.1, se=False).scores, atol=1e-8)
+
+
+def test_predict_refuses_unknown_items(tmp_path, capsys):
+    _write_documents(tmp_path)
+    out = tmp_path / "fit"
+    assert main(["scores", "fit", "comparisons", str(tmp_path / "comparisons.csv"), "--out", str(out), "--top", "0"]) == 0
+    pd.DataFrame({"doc_a": ["10"], "doc_b": ["999"]}).to_csv(tmp_path / "p.csv", index=False)
+    assert main(["scores", "predict", str(out), str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "row 1" in err and "doc_b" in err and "'999'" in err

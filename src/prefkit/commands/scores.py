@@ -55,7 +55,7 @@ def fit_command(
     """Fit one score per item from FORMAT comparisons in PATH; write the table, a plot and the fit."""
     import yaml
 
-    from prefkit.scores.bt import TIES, fit
+    from prefkit.scores.bt import DENSE_SE_LIMIT, TIES, fit
     from prefkit.scores.data import CLUSTERS, load_comparisons
     from prefkit.scores.intervals import bootstrap, sandwich
     from prefkit.scores.report import top_bottom_lines, write_fit
@@ -80,6 +80,8 @@ def fit_command(
     comp = load_comparisons(fmt, path, docs=docs, cluster=cluster, style=style, on_bad_row=on_bad_row)
     typer.echo(f"{len(comp)} comparison rows (weight {comp.weight.sum():g}) over {comp.n_items} items; "
                f"ties {float((comp.y[:, 2] * comp.weight).sum() / comp.weight.sum()):.1%}")
+    if interval in ("sandwich", "hessian") and comp.n_items > DENSE_SE_LIMIT:
+        raise InputError(f"{comp.n_items} items: too many for --interval {interval} (at most {DENSE_SE_LIMIT}); use bootstrap or none")
     result = fit(comp, ties, l2_value, home, style, per_component=per_component, se=interval != "none", level=level, seed=seed)
     if interval == "sandwich":
         sandwich(comp, result, home, style, cluster=cluster is not None, level=level)

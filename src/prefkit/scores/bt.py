@@ -45,6 +45,7 @@ from prefkit.scores.data import Comparisons
 
 TIES = ("davidson", "rao_kupper", "half")
 DENSE_LIMIT = 200
+DENSE_SE_LIMIT = 6000  # parameters for which a dense inverse information is affordable
 CONVENTION = "mean zero (natural-log odds scale: s_i - s_j = log odds of i beating j)"
 EPS = 1e-300
 
@@ -492,7 +493,7 @@ def _result(comp, design, problem, theta, f, n_iter, converged, ties, l2, compon
         texts=comp.texts,
         theta=theta,
     )
-    if se:
+    if se and design.n_params <= DENSE_SE_LIMIT:
         cov = information_inverse(problem, theta)
         result.se = np.sqrt(np.clip(np.diag(cov)[:n], 0, None))
         result.intervals_from_se(level, "hessian")
@@ -501,7 +502,12 @@ def _result(comp, design, problem, theta, f, n_iter, converged, ties, l2, compon
 
 def information_inverse(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     """The inverse information (penalised Hessian) on the mean-zero subspace: dense, so for
-    up to a few thousand parameters."""
+    up to :data:`DENSE_SE_LIMIT` parameters (beyond, use bootstrap intervals)."""
+    if len(theta) > DENSE_SE_LIMIT:
+        raise InputError(
+            f"{len(theta)} parameters: too many for model-based or sandwich intervals (at most {DENSE_SE_LIMIT}); "
+            "use --interval bootstrap or none"
+        )
     _, _, pieces = problem.derivatives(theta)
     H = problem.dense_hessian(pieces)
     inv = np.linalg.inv(H)
