@@ -19,20 +19,17 @@ def read_items(spec: str, id_column: str | None = None) -> list[str]:
     or ``N`` items named 0..N-1 when ``spec`` is a count."""
     if spec.strip().isdigit():
         return [str(k) for k in range(int(spec))]
-    import pandas as pd
+    from prefkit.data.fileio import read_csv_text
+    from prefkit.data.report import ReadContext
 
-    path = Path(spec)
-    if not path.is_file():
+    if not Path(spec).is_file():
         raise InputError("no such file (--items takes a table with an id column, or a count)", file=spec)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, OSError) as err:
-        raise InputError(f"cannot read as CSV: {' '.join(str(err).split())[:200]}", file=spec) from None
+    table = read_csv_text(ReadContext(spec, "items"))
     column = id_column or next((c for c in ID_COLUMNS if c in table.columns), None)
     if column is None or column not in table.columns:
         wanted = repr(id_column) if id_column else f"one of {', '.join(ID_COLUMNS)} (or --id-column)"
         raise InputError(f"no id column: expected {wanted}, found {', '.join(table.columns)}", file=spec)
-    ids = table[column].str.strip()
+    ids = table[column].astype(str).str.strip()
     if (ids == "").any():
         raise InputError("empty item id", file=spec, row=int(np.flatnonzero(ids == "")[0]) + 1, column=column)
     repeated = ids.duplicated()
