@@ -142,6 +142,8 @@ def embed(
         "columns": len(feats.columns) - 1, "stats": stats, "seconds": round(wall, 2),
         "explained": None if projection is None else float(np.sum(projection.explained)),
     }  # fmt: skip
+    for sidecar in (Path(out + ".json"), Path(out + ".projection.npz")):  # the old run's: never beside the new table
+        sidecar.unlink(missing_ok=True)
     path = write_features(feats, out, meta)
     if projection is not None:
         projection.save(Path(str(path) + ".projection.npz"))

@@ -173,3 +173,56 @@ def resolve_model_path(name_or_path: str | Path, *, weights: bool = True) -> str
 
 
 __all__ = ["check_checkpoint", "check_safetensors", "check_torch_bin", "check_weights_file", "looks_local", "resolve_model_path"]
+
+
+# ---------------------------------------------------------------------------------------
+# transformers' load report, as one prefkit line
+# ---------------------------------------------------------------------------------------
+
+_ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
+_REPORT_STATUSES = ("MISSING", "UNEXPECTED", "MISMATCH", "CONVERSION")
+
+
+def summarise_load_report(text: str) -> str:
+    """transformers' ``LOAD REPORT`` table (ANSI colours, one row per key) as one line:
+    ``new head initialised: score.weight`` for the expected case, else every status with its keys."""
+    plain = _ANSI.sub("", text)
+    found: dict[str, list[str]] = {}
+    for line in plain.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) >= 2 and cells[1] in _REPORT_STATUSES:
+            found.setdefault(cells[1], []).append(cells[0])
+    source = plain.split("from:", 1)[1].splitlines()[0].strip() if "from:" in plain else "the checkpoint"
+    if set(found) == {"MISSING"}:
+        return f"new head initialised (not in {source}): {', '.join(found['MISSING'])}"
+    parts = [f"{status.lower()} {', '.join(keys)}" for status, keys in found.items()]
+    return f"loaded {source} with " + "; ".join(parts) if parts else f"loaded {source}"
+
+
+class _LoadReportFilter:
+    def __init__(self, say) -> None:
+        self.say = say
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        self.say(summarise_load_report(message))
+        return False
+
+
+@__import__("contextlib").contextmanager
+def one_line_load_report(say=None):
+    """Within the block, transformers' load report (logged as a warning with ANSI colours
+    on every fresh head) becomes one line given to ``say`` (default: stderr)."""
+    import logging
+    import sys
+
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    logger = logging.getLogger("transformers.modeling_utils")
+    filt = _LoadReportFilter(say)
+    logger.addFilter(filt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(filt)
