@@ -126,7 +126,7 @@ def test_packed_inference_matches_padded(ckpts):
     task = get_task("pair3")
 
     def predict(packed, batch_size=4, max_tokens=None, static=False):
-        plan = inference_plan(TrainConfig(eval_batch_size=batch_size, eval_max_tokens=max_tokens), seqs, packed)
+        plan = inference_plan(TrainConfig(eval_batch_size=batch_size, eval_max_tokens=max_tokens), [len(s) for s in seqs], packed)
         longest = max(len(s) for s in seqs)
         return predict_encoded(model, task, Encoded(seqs), tok.pad_token_id, plan, static_min_seqlen=longest if static else None)
 

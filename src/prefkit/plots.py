@@ -74,11 +74,11 @@ def reliability_diagram(labels, probs, path: str | Path, title: str = "Reliabili
     return _save(fig, path)
 
 
-def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Learning curves") -> Path:
-    """Validation log loss against step, a line per fold, each fold's best evaluation starred;
+def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Learning curves", metric: str = "log_loss") -> Path:
+    """Validation ``metric`` against step, a line per fold, each fold's best evaluation starred;
     beside it, the mean training loss between evaluations when the evaluations carry it.
 
-    ``evals_by_fold``: ``{fold: [{"step", "val_log_loss", ["train_loss"]}, ...]}`` (the
+    ``evals_by_fold``: ``{fold: [{"step", "val_<metric>", ["train_loss"]}, ...]}`` (the
     ``evals`` of each fold's ``done.json``).
     """
     curves = {fold: evals for fold, evals in sorted(evals_by_fold.items()) if evals}
@@ -90,7 +90,7 @@ def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Le
     train_ax = fig.add_subplot(1, 2, 2, sharey=val_ax) if with_train else None
     for fold, evals in curves.items():
         steps = [e["step"] for e in evals]
-        val = [e["val_log_loss"] for e in evals]
+        val = [e[f"val_{metric}"] for e in evals]
         best = int(np.argmin(val))
         (line,) = val_ax.plot(steps, val, marker="o", ms=3, lw=1.3, label=f"fold {fold}: best {val[best]:.4f} at {steps[best]}")
         val_ax.plot(steps[best], val[best], marker="*", ms=12, color=line.get_color(), zorder=3)
@@ -99,7 +99,7 @@ def learning_curves_plot(evals_by_fold: dict, path: str | Path, title: str = "Le
             if points:
                 train_ax.plot(*zip(*points), marker="o", ms=3, lw=1.3, color=line.get_color(), label=f"fold {fold}")
     val_ax.set_xlabel("optimizer step")
-    val_ax.set_ylabel("log loss")
+    val_ax.set_ylabel(metric.replace("_", " "))
     val_ax.set_title("validation (the fold's held-out pairs)", fontsize=10)
     val_ax.grid(alpha=0.3)
     val_ax.legend(fontsize=8, frameon=False)

@@ -87,13 +87,13 @@ def prepare_model(model, device: torch.device, mixed_precision: str, packed: boo
     return f"packed batches (attention {attn}, adapter input casting {'on' if casting else 'off'})"
 
 
-def inference_plan(train_cfg, seqs, packed: bool) -> BatchPlan:
+def inference_plan(train_cfg, lengths, packed: bool) -> BatchPlan:
     """Inference batches of ``train.eval_batch_size`` rows (and ``train.eval_max_tokens``), or
     packs of ``eval_max_tokens`` tokens, else of what ``eval_batch_size`` of the longest rows
-    would hold padded (the same memory bound)."""
+    (``lengths``: tokens per row) would hold padded (the same memory bound)."""
     if not packed:
         return BatchPlan(batch_size=train_cfg.eval_batch_size, max_tokens=train_cfg.eval_max_tokens)
-    budget = train_cfg.eval_max_tokens or train_cfg.eval_batch_size * max((len(s) for s in seqs), default=1)
+    budget = train_cfg.eval_max_tokens or train_cfg.eval_batch_size * int(max(lengths, default=1))
     return BatchPlan(max_tokens=int(budget), packed=True)
 
 
@@ -130,7 +130,9 @@ def predict_outputs(
     plan: BatchPlan,
     device=None,
     *,
-    num_outputs: int,
+    num_outputs: int | None = None,
+    per_row: int = 1,
+    combine=None,
     static_min_seqlen: int | None = None,
     pad_to_multiple_of: int = 1,
     sharding: Sharding = Sharding(),
@@ -138,18 +140,21 @@ def predict_outputs(
     progress: bool = False,
     desc: str = "predict",
 ) -> np.ndarray:
-    """(n, num_outputs) raw outputs of ``seqs`` in their order (see module doc).
+    """(rows, num_outputs) raw outputs of ``seqs`` in their order (see module doc).
 
+    ``per_row`` sequences make a row (adjacent, batched together); ``combine`` maps a batch's
+    outputs per sequence to outputs per row (a task's :meth:`~prefkit.tasks.base.Task.combine`).
     ``static_min_seqlen`` (packs): every pack padded to the plan's budget with that
     ``max_seqlen`` floor, static shapes for compiled layers. ``mixed_precision``: autocast
     here (a model prepared by accelerate autocasts in its own forward: pass ``"no"``)."""
-    out = np.zeros((len(seqs), num_outputs))
-    if not len(seqs):
-        return out
+    n_rows = len(seqs) // per_row
+    if not n_rows:
+        return np.zeros((0, num_outputs or 0))
     device = torch.device(device) if device is not None else model_device(model)
     if plan.packed:
         model = as_packed_forward(model)
-    batches = plan.batches([len(s) for s in seqs])
+    row_lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs)).reshape(-1, per_row).sum(axis=1)
+    batches = plan.batches(row_lengths)
     pad_to = plan.max_tokens if (plan.packed and static_min_seqlen is not None) else None
     rounds = math.ceil(len(batches) / sharding.num_processes)
     bar = None
@@ -164,9 +169,10 @@ def predict_outputs(
         for r in range(rounds):
             j = sharding.process_index + r * sharding.num_processes
             rows = batches[j] if j < len(batches) else batches[-1]  # a spare pass keeps processes in step
-            logits = forward(model, [seqs[i] for i in rows], pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of)
+            batch_seqs = [seqs[i * per_row + m] for i in rows for m in range(per_row)]
+            logits = forward(model, batch_seqs, pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of).numpy()
             if j < len(batches):
-                results.append((rows, logits.numpy()))
+                results.append((rows, logits if combine is None else combine(logits)))
                 if bar is not None:
                     bar.update(len(rows))
     if bar is not None:
@@ -177,6 +183,7 @@ def predict_outputs(
         from accelerate.utils import gather_object
 
         results = gather_object(results)  # every process's (rows, outputs) list, concatenated
+    out = np.zeros((n_rows, results[0][1].shape[1]))
     for rows, logits in results:
         out[rows] = logits
     return out
@@ -185,9 +192,7 @@ def predict_outputs(
 def predict_encoded(model, task: Task, encoded: Encoded, pad_id: int, plan: BatchPlan, tta_swap: bool = True, **kwargs) -> np.ndarray:
     """The task's predictions of ``encoded`` rows, averaged with the swapped order when
     ``tta_swap`` and swapped sequences exist. ``kwargs``: :func:`predict_outputs`'s."""
-    from prefkit.models.heads import head_spec
-
-    kwargs.setdefault("num_outputs", head_spec(task.head).num_labels)
+    kwargs.update(per_row=encoded.per_row, combine=task.combine)
     preds = task.predictions(predict_outputs(model, encoded.seqs, pad_id, plan, **kwargs))
     if tta_swap and encoded.seqs_swapped is not None:
         if "desc" in kwargs:
@@ -230,7 +235,7 @@ class Predictor:
             self.task,
             encoded,
             self.tokenizer.pad_token_id,
-            inference_plan(self.train_cfg, encoded.seqs, self.packed),
+            inference_plan(self.train_cfg, encoded.lengths, self.packed),
             tta_swap=self.tta_swap,
             device=self.device,
             mixed_precision=self.train_cfg.mixed_precision,
@@ -241,12 +246,10 @@ class Predictor:
 
 def predict_file(ckpt_dir: str | Path, table: pd.DataFrame, out: str | Path, model_name: str | None = None, **kwargs) -> pd.DataFrame:
     """Predict ``table`` with a checkpoint and write a prediction CSV (prefkit.predictions)."""
-    from prefkit.predictions import write_predictions
-
     t0 = time.perf_counter()
     predictor = Predictor(ckpt_dir, **kwargs)
     preds = predictor.task.prediction_frame(table["id"], predictor.predict(table, progress=True), model_name or predictor.cfg.name, -1)
-    write_predictions(preds, out)
+    predictor.task.write_predictions(preds, out)
     elapsed = time.perf_counter() - t0
     print(f"wrote {len(preds)} predictions to {out} ({len(preds) / max(elapsed, 1e-9):.1f} rows/s incl. loading)")
     return preds

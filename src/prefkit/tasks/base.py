@@ -10,28 +10,39 @@ import pandas as pd
 
 @dataclass
 class Encoded:
-    """Rows of a table as model inputs: one token id sequence per row, optionally the
-    sequence of the row's swapped version (A and B exchanged), targets and weights."""
+    """Rows of a table as model inputs: ``per_row`` token id sequences per row (adjacent in
+    ``seqs``: one rendered pair for the pair classifier, the two items of a pair for a
+    Siamese scorer), optionally those of the row's swapped version (A and B exchanged),
+    targets and weights. A row's sequences always share a batch; its length is their sum."""
 
     seqs: list[list[int]]
     seqs_swapped: list[list[int]] | None = None
-    targets: np.ndarray | None = None  # (n, task.num_outputs) what the loss compares with
-    weights: np.ndarray | None = None  # (n,) sample weights
+    targets: np.ndarray | None = None  # (rows, task outputs) what the loss compares with
+    weights: np.ndarray | None = None  # (rows,) sample weights
+    per_row: int = 1
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return len(self.seqs) // self.per_row
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
+        """Tokens per row."""
+        seq_lengths = np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
+        return seq_lengths.reshape(-1, self.per_row).sum(axis=1)
+
+    def row_seqs(self, rows, swapped: bool = False) -> list[list[int]]:
+        """The sequences of ``rows`` in order, ``per_row`` each (of the swapped rows when ``swapped``)."""
+        seqs = self.seqs_swapped if swapped else self.seqs
+        return [seqs[i * self.per_row + j] for i in rows for j in range(self.per_row)]
 
     def subset(self, rows) -> "Encoded":
         rows = np.asarray(rows, dtype=int)
         return Encoded(
-            [self.seqs[i] for i in rows],
-            None if self.seqs_swapped is None else [self.seqs_swapped[i] for i in rows],
+            self.row_seqs(rows),
+            None if self.seqs_swapped is None else self.row_seqs(rows, swapped=True),
             None if self.targets is None else self.targets[rows],
             None if self.weights is None else self.weights[rows],
+            self.per_row,
         )
 
 
@@ -69,6 +80,12 @@ class Task:
         return targets
 
     # -- outputs ---------------------------------------------------------------------------
+    def combine(self, outputs):
+        """The model's outputs per sequence (rows * per_row, head outputs) -> outputs per row
+        (what the loss and :meth:`predictions` take); a torch tensor in training, a numpy
+        array in prediction. One sequence per row: as they are."""
+        return outputs
+
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         """Raw model outputs (n, num_outputs) -> predictions (n, len(output_columns))."""
         raise NotImplementedError
@@ -90,3 +107,12 @@ class Task:
 
     def read_prediction_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[list(self.output_columns)].to_numpy(dtype=float)
+
+    def write_predictions(self, frame: pd.DataFrame, path) -> None:
+        """Write ``oof.csv`` / ``test.csv`` (atomically)."""
+        from prefkit.predictions import atomic_write_csv
+
+        atomic_write_csv(frame, path)
+
+    def read_predictions(self, path) -> pd.DataFrame:
+        return pd.read_csv(path, dtype={"id": str})

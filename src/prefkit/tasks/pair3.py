@@ -51,3 +51,13 @@ class PairClassification(Task):
         from prefkit.plots import reliability_diagram
 
         reliability_diagram(targets, predictions, path, title=title)
+
+    def write_predictions(self, frame: pd.DataFrame, path) -> None:
+        from prefkit.predictions import write_predictions
+
+        write_predictions(frame, path)  # validated: the stacker's input format
+
+    def read_predictions(self, path) -> pd.DataFrame:
+        from prefkit.predictions import read_predictions
+
+        return read_predictions(path)

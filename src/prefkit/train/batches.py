@@ -22,17 +22,24 @@ def epoch_seed(seed: int, fold: int, epoch: int) -> int:
 
 @dataclass
 class TrainItems:
-    """What one fold trains on: sequences, targets, weights; swapped copies after the
-    ``n_orig`` originals (item ``i + n_orig`` is the swap of item ``i``)."""
+    """What one fold trains on: ``per_row`` sequences per item (adjacent), targets, weights;
+    swapped copies after the ``n_orig`` originals (item ``i + n_orig`` is the swap of item ``i``)."""
 
     seqs: list[list[int]]
     targets: np.ndarray
     weights: np.ndarray
     n_orig: int
+    per_row: int = 1
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
+        """Tokens per item."""
+        seq_lengths = np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
+        return seq_lengths.reshape(-1, self.per_row).sum(axis=1)
+
+    def item_seqs(self, idx) -> list[list[int]]:
+        """The sequences of items ``idx``, in order (``per_row`` each)."""
+        return [self.seqs[i * self.per_row + j] for i in idx for j in range(self.per_row)]
 
 
 def training_items(task: Task, encoded: Encoded, rows: np.ndarray, swap: str, soft_labels: bool = True) -> TrainItems:
@@ -40,14 +47,14 @@ def training_items(task: Task, encoded: Encoded, rows: np.ndarray, swap: str, so
     if not soft_labels:
         targets = task.hard_targets(targets)
     weights = encoded.weights[rows].astype(np.float32)
-    seqs = [encoded.seqs[i] for i in rows]
+    seqs = encoded.row_seqs(rows)
     if swap != "off":
         if encoded.seqs_swapped is None:
             raise ValueError("swap augmentation needs the swapped renderings")
-        seqs = seqs + [encoded.seqs_swapped[i] for i in rows]
+        seqs = seqs + encoded.row_seqs(rows, swapped=True)
         targets = np.concatenate([targets, task.swap_targets(targets)])
         weights = np.concatenate([weights, weights])
-    return TrainItems(seqs, targets, weights, len(rows))
+    return TrainItems(seqs, targets, weights, len(rows), encoded.per_row)
 
 
 def training_plan(train_cfg: TrainConfig, packed: bool = False) -> BatchPlan:
@@ -64,11 +71,12 @@ def training_plan(train_cfg: TrainConfig, packed: bool = False) -> BatchPlan:
     )
 
 
-def epoch_batches(items: TrainItems, train_cfg: TrainConfig, swap: str, seed: int, packed: bool = False) -> list[list[int]]:
+def epoch_batches(items: TrainItems, train_cfg: TrainConfig, swap: str, seed: int, packed: bool = False, lengths=None) -> list[list[int]]:
     """Training batches of one epoch (indices into ``items``), a function of ``seed`` only;
-    ``paired``: half a batch of pairs, each followed by its swap."""
+    ``paired``: half a batch of pairs, each followed by its swap. ``lengths``: ``items.lengths``
+    when already at hand."""
     plan = training_plan(train_cfg, packed)
-    lengths = items.lengths
+    lengths = items.lengths if lengths is None else lengths
     if swap == "paired":
         halves = plan.shared(2).batches(lengths[: items.n_orig], shuffle=True, seed=seed)
         return [b + [i + items.n_orig for i in b] for b in halves]

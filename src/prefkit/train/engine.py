@@ -46,9 +46,9 @@ from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
 from prefkit.infer.predict import Sharding, inference_plan, predict_encoded, prepare_model, use_packing
 from prefkit.models import packing
-from prefkit.predictions import OOF_FILE, TEST_FILE, read_predictions, write_predictions
+from prefkit.predictions import OOF_FILE, TEST_FILE
 from prefkit.tasks import Encoded, Task, get_task
-from prefkit.text.batching import collate
+from prefkit.text.batching import collate_ids
 from prefkit.train import state as fold_state
 from prefkit.train.batches import TrainItems, epoch_batches, epoch_seed, shard_batches, training_items
 from prefkit.train.fingerprint import fingerprint_changes, fold_fingerprint
@@ -224,6 +224,7 @@ class FoldTrainer:
             raise InputError(f"fold {k} has {len(self.train_rows)} training and {len(self.val_rows)} validation rows")
         self.fingerprint = fold_fingerprint(self.cfg, data.ids, data.encoded, self.train_rows, self.val_rows)
         self.items: TrainItems = training_items(self.task, data.encoded, self.train_rows, self.tc.swap, self.tc.soft_labels)
+        self.item_lengths = self.items.lengths
         self.val = data.encoded.subset(self.val_rows)
         self.pad_id = data.tokenizer.pad_token_id
         self.loss_fn = LOSSES[self.tc.loss or self.task.loss]
@@ -285,7 +286,7 @@ class FoldTrainer:
         """This process's batches of ``epoch`` (the last epoch's kept)."""
         if self._epoch is None or self._epoch[0] != epoch:
             seed = epoch_seed(self.cfg.seed, self.k, epoch)
-            full = epoch_batches(self.items, self.tc, self.tc.swap, seed, packed=self.packed)
+            full = epoch_batches(self.items, self.tc, self.tc.swap, seed, packed=self.packed, lengths=self.item_lengths)
             self._epoch = (epoch, shard_batches(full, self.acc.num_processes, self.acc.process_index))
         return self._epoch[1]
 
@@ -311,7 +312,7 @@ class FoldTrainer:
             self.task,
             encoded,
             self.pad_id,
-            inference_plan(self.tc, encoded.seqs, self.packed),
+            inference_plan(self.tc, encoded.lengths, self.packed),
             tta_swap=self.tc.tta_swap,
             device=self.acc.device,
             static_min_seqlen=self.min_seqlen,
@@ -354,23 +355,27 @@ class FoldTrainer:
 
     # -- training ---------------------------------------------------------------------------
     def collate(self, idx: list[int]):
+        """The items ``idx`` as one batch on the device: their sequences padded (or packed),
+        with one target and weight per item."""
         items, tc = self.items, self.tc
+        seqs = items.item_seqs(idx)
         if self.packed:
             pad_to = None if self.min_seqlen is None else tc.max_tokens
-            batch = packing.collate_packed([items.seqs[i] for i in idx], self.pad_id, pad_to=pad_to, index=idx,
-                                           targets=items.targets[idx], weights=items.weights[idx])  # fmt: skip
+            batch = packing.collate_packed(seqs, self.pad_id, pad_to=pad_to, index=idx, targets=items.targets[idx], weights=items.weights[idx])
             batch.max_seqlen = max(batch.max_seqlen, self.min_seqlen or 0)
             return batch.to(self.acc.device)
-        rows = [{"input_ids": items.seqs[i], "targets": items.targets[i], "weight": items.weights[i], "index": i} for i in idx]
-        return {key: v.to(self.acc.device) for key, v in collate(rows, self.pad_id, tc.pad_to_multiple_of).items()}
+        batch = collate_ids(seqs, self.pad_id, tc.pad_to_multiple_of)
+        batch["targets"] = torch.as_tensor(items.targets[idx], dtype=torch.float32)
+        batch["weights"] = torch.as_tensor(items.weights[idx], dtype=torch.float32)
+        return {key: v.to(self.acc.device) for key, v in batch.items()}
 
     def compute_loss(self, batch) -> torch.Tensor:
         if isinstance(batch, packing.PackedBatch):
-            logits, targets, weights = self.model(**packing.PackedClassifier.inputs(batch)), batch.targets, batch.weights
+            outputs, targets, weights = self.model(**packing.PackedClassifier.inputs(batch)), batch.targets, batch.weights
         else:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            targets, weights = batch["targets"], batch.get("weights")
-        return self.loss_fn(logits, targets, weights, self.tc.label_smoothing)
+            outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            targets, weights = batch["targets"], batch["weights"]
+        return self.loss_fn(self.task.combine(outputs), targets, weights, self.tc.label_smoothing)
 
     def train_step(self, batch) -> tuple[float, bool]:
         """One micro-batch: forward, backward and, at the end of an accumulation window,
@@ -393,8 +398,9 @@ class FoldTrainer:
         acc, tc, progress = self.acc, self.tc, self.progress
         total_micro = self.total_steps * tc.grad_accum
         if progress.micro == 0 and acc.is_main_process:
-            first = self.items.seqs[self.batches_of(0)[0][0]]
-            say(acc, f"first training example ({len(first)} tokens):\n{self.data.tokenizer.decode(first)}\n")
+            first = self.items.item_seqs([self.batches_of(0)[0][0]])
+            text = "\n".join(self.data.tokenizer.decode(s) for s in first)
+            say(acc, f"first training example ({sum(map(len, first))} tokens):\n{text}\n")
         self.model.train()
         bar = progress_bar(total=self.total_steps, initial=progress.step, desc=f"fold {self.k}", unit="step",
                            dynamic_ncols=True, disable=not acc.is_main_process)  # fmt: skip
@@ -414,7 +420,7 @@ class FoldTrainer:
             run_seconds, run_rows = run_seconds + dt, run_rows + n_rows
             progress.train_seconds += dt
             progress.pairs_seen += n_rows
-            progress.tokens_seen += sum(len(self.items.seqs[i]) for i in idx) * acc.num_processes
+            progress.tokens_seen += int(self.item_lengths[idx].sum()) * acc.num_processes
             loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
             self._since_eval[0] += loss
             self._since_eval[1] += 1
@@ -463,9 +469,9 @@ class FoldTrainer:
             test = self.task.prediction_frame(data.test_table["id"], self.predict(data.test_encoded), cfg.name, self.k)
         rate = progress.pairs_seen / max(progress.train_seconds, 1e-9)
         if acc.is_main_process:
-            write_predictions(oof, self.fold_dir / OOF_FILE)
+            self.task.write_predictions(oof, self.fold_dir / OOF_FILE)
             if test is not None:
-                write_predictions(test, self.fold_dir / TEST_FILE)
+                self.task.write_predictions(test, self.fold_dir / TEST_FILE)
             done = {
                 "fold": self.k,
                 "task": self.task.name,
@@ -570,7 +576,7 @@ def _plot_run(cfg: RunConfig, results: list[FoldResult], task: Task, targets: np
 
     evals = {r.fold: r.evals for r in results}
     if any(evals.values()):
-        learning_curves_plot(evals, cfg.run_dir / "learning_curves.png", title=f"{cfg.name}: learning curves")
+        learning_curves_plot(evals, cfg.run_dir / "learning_curves.png", title=f"{cfg.name}: learning curves", metric=task.metric)
     task.plot_oof(targets, preds, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
 
 
@@ -581,12 +587,12 @@ def combine_folds(data: RunData) -> TrainResult:
     for k in finished_folds(run_dir):
         done = check_finished_fold(data, k)
         fold_dir = run_dir / f"fold_{k}"
-        test = read_predictions(fold_dir / TEST_FILE) if (fold_dir / TEST_FILE).exists() else None
-        results.append(FoldResult(k, read_predictions(fold_dir / OOF_FILE), test, done.get(f"val_{task.metric}"), True, done.get("evals", [])))
+        test = task.read_predictions(fold_dir / TEST_FILE) if (fold_dir / TEST_FILE).exists() else None
+        results.append(FoldResult(k, task.read_predictions(fold_dir / OOF_FILE), test, done.get(f"val_{task.metric}"), True, done.get("evals", [])))
     if not results:
         raise InputError("no finished fold to combine", file=run_dir)
     oof = pd.concat([r.oof for r in results], ignore_index=True)
-    write_predictions(oof, run_dir / OOF_FILE)
+    task.write_predictions(oof, run_dir / OOF_FILE)
     rows = pd.Series(np.arange(len(data.table)), index=data.ids).loc[oof["id"].astype(str)].to_numpy()
     targets, weights, preds = data.encoded.targets[rows], data.encoded.weights[rows], task.read_prediction_frame(oof)
     scores = task.metrics(targets, preds, weights)
@@ -598,7 +604,7 @@ def combine_folds(data: RunData) -> TrainResult:
         ids = tests[0]["id"].astype(str).tolist()
         mean = np.mean([task.read_prediction_frame(t.set_index(t["id"].astype(str)).loc[ids].reset_index(drop=True)) for t in tests], axis=0)
         test = task.prediction_frame(ids, mean, cfg.name, -1)
-        write_predictions(test, run_dir / TEST_FILE)
+        task.write_predictions(test, run_dir / TEST_FILE)
     return TrainResult(run_dir, results, oof, test, scores[task.metric])
 
 

@@ -30,7 +30,7 @@ def _rows_hash(ids, encoded: Encoded, rows: np.ndarray) -> str:
         h.update(np.ascontiguousarray(encoded.targets[rows], dtype=np.float64).tobytes())
     if encoded.weights is not None:
         h.update(np.ascontiguousarray(encoded.weights[rows], dtype=np.float64).tobytes())
-    h.update(str(sum(len(encoded.seqs[i]) for i in rows)).encode())  # the rendering's token count
+    h.update(str(int(encoded.lengths[rows].sum())).encode())  # the rendering's token count
     return h.hexdigest()[:16]
 
 

@@ -39,5 +39,17 @@ def mse(logits, targets, weights=None, label_smoothing: float = 0.0):
     return weighted_mean(per_row, weights)
 
 
-LOSSES = {"soft_cross_entropy": soft_cross_entropy, "mse": mse}
+def bradley_terry(logits, targets, weights=None, label_smoothing: float = 0.0):
+    """Logistic loss of a score difference s(A) - s(B) (one output per row) against
+    P(A beats B) = p_a + p_tie / 2 (targets (p_a, p_b, p_tie): a tie counts half a win)."""
+    import torch.nn.functional as F
+
+    win = targets[:, 0].float() + 0.5 * targets[:, 2].float()
+    if label_smoothing > 0:
+        win = win * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    per_row = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), win, reduction="none")
+    return weighted_mean(per_row, weights)
+
+
+LOSSES = {"soft_cross_entropy": soft_cross_entropy, "mse": mse, "bradley_terry": bradley_terry}
 
