@@ -187,8 +187,7 @@ class TrainConfig(Section):
         if value is not None:
             from prefkit.train.losses import LOSSES
 
-            if value not in LOSSES:
-                raise ValueError(f"unknown loss {value!r}; known: {', '.join(sorted(LOSSES))}")
+            one_of(value, sorted(LOSSES), "loss")
         return value
 
     @field_validator("swap", mode="before")
@@ -235,9 +234,7 @@ class RunConfig(Section):
     def _known_task(cls, value):
         from prefkit.tasks import TASKS
 
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; known: {', '.join(sorted(TASKS))}")
-        return value
+        return one_of(value, sorted(TASKS), "task")
 
     @model_validator(mode="after")
     def _fp16_needs_fp32_weights(self):

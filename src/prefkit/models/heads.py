@@ -33,6 +33,6 @@ HEADS = {"pair3": pair3, "scalar": scalar}
 
 
 def head_spec(name: str) -> HeadSpec:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; known: {', '.join(sorted(HEADS))}")
-    return HEADS[name]()
+    from prefkit.config import one_of
+
+    return HEADS[one_of(name, sorted(HEADS), "head")]()

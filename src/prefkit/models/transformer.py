@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -198,8 +196,9 @@ def load_backbone(model_cfg: ModelConfig, head: str = "pair3", pad_token_id: int
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if model_cfg.gguf_file:
-        if importlib.util.find_spec("gguf") is None:
-            raise ConfigError("model.gguf_file needs the gguf package (pip install gguf)")
+        from prefkit.pretrained import require_gguf
+
+        require_gguf()
         kwargs["gguf_file"] = model_cfg.gguf_file
     quant = _quantization_config(model_cfg)
     if quant is not None:
@@ -324,10 +323,15 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state
     model; other models save all weights (``format: full``). ``state_dict`` is for
     sharded (FSDP) training, where the caller gathers the full state first.
     """
+    from prefkit.atomic import atomic_directory
+
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_directory(out_dir) as tmp:
+        _write_checkpoint(model, tokenizer, tmp, cfg, state_dict)
+    return out_dir
+
+
+def _write_checkpoint(model, tokenizer, tmp: Path, cfg: RunConfig, state_dict: dict | None) -> None:
     kwargs = {"safe_serialization": True}
     if state_dict is not None:
         kwargs["state_dict"] = state_dict
@@ -352,13 +356,6 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state
         "pad_token_id": tokenizer.pad_token_id,
     }
     (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
 
 
 def read_checkpoint_meta(ckpt_dir: str | Path) -> dict:
