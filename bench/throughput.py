@@ -76,8 +76,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from prefkit.config import RunConfig, load_config  # noqa: E402
-from prefkit.models.transformer import unwrap_peft  # noqa: E402
+from prefkit.config import RunConfig, load_config
+from prefkit.models.transformer import unwrap_peft
 
 VARIANTS_FILE = ROOT / "bench" / "throughput_variants.yaml"
 LENGTHS_REL = Path("data") / "arena_alpacaeval_gpt4" / "test_token_lengths_approx.txt"
@@ -153,9 +153,9 @@ class TokenText:
     """Texts of about ``n`` tokens of ``tokenizer``: decoded slices of one long tokenised text,
     so that tokenising them again gives about ``n`` tokens."""
 
-    WORDS = ("the quick brown fox jumps over the lazy dog which response is better answer question list item "
-             "first second third capital of France Paris Italy Rome def add return small function sorry help "
-             "request prompt assistant user model").split()  # fmt: skip
+    WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "which", "response", "is", "better", "answer",
+             "question", "list", "item", "first", "second", "third", "capital", "of", "France", "Paris", "Italy", "Rome",
+             "def", "add", "return", "small", "function", "sorry", "help", "request", "prompt", "assistant", "user")  # fmt: skip
 
     def __init__(self, tokenizer, seed: int, n_words: int = 40_000):
         self.tokenizer = tokenizer
@@ -179,7 +179,7 @@ def synthetic_pairs(renderer, lengths: np.ndarray, seed: int, prefix: str = "p",
     prompts, ra, rb = [], [], []
     for total in lengths:
         content = max(3, int(total) - renderer.fixed_length)
-        n_prompt = max(1, int(round(PROMPT_SHARE * content)))
+        n_prompt = max(1, round(PROMPT_SHARE * content))
         n_a = max(1, (content - n_prompt) // 2)
         prompts.append([maker.text(n_prompt)])
         ra.append([maker.text(n_a)])
@@ -201,7 +201,7 @@ def rows_per_batch(cfg: RunConfig, mean_length: float, train: bool) -> int:
     tc = cfg.train
     budget = tc.max_tokens if train else tc.eval_max_tokens
     rows = budget / max(mean_length, 1.0) if budget else (tc.batch_size if train else tc.eval_batch_size)
-    return max(1, int(math.ceil(rows))) * (tc.grad_accum if train else 1)
+    return max(1, math.ceil(rows)) * (tc.grad_accum if train else 1)
 
 
 # -- FLOPs -------------------------------------------------------------------------------
@@ -298,8 +298,8 @@ def variant_config(config_path: Path, variant: Variant, args, run_root: Path) ->
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     cfg = load_config(config_path, overrides)
-    if cfg.train.max_steps is None:
-        raise SystemExit(f"{config_path}: set train.max_steps (the bench trains a fixed number of steps)")
+    if cfg.train.max_steps is None or cfg.train.max_steps <= variant.warmup_steps:
+        raise ValueError(f"train.max_steps={cfg.train.max_steps}: the bench times the steps after {variant.warmup_steps} warm-up steps")
     return cfg
 
 
@@ -308,7 +308,7 @@ def measure_training(cfg: RunConfig, renderer, pool: np.ndarray, variant: Varian
     from prefkit.train.engine import train_folds
 
     mean_guess = float(np.minimum(pool, cfg.render.max_length).mean())
-    n_train = int(math.ceil(1.25 * cfg.train.max_steps * rows_per_batch(cfg, mean_guess, train=True))) + 4
+    n_train = math.ceil(1.25 * cfg.train.max_steps * rows_per_batch(cfg, mean_guess, train=True)) + 4
     table = synthetic_pairs(renderer, pool[: n_train + VALIDATION_ROWS], seed=args.seed)
     lengths = rendered_lengths(renderer, table, cfg.task)
     fold_ids = np.full(len(table), -1)
