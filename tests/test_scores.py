@@ -14,7 +14,12 @@ from scipy.stats import spearmanr
 from prefkit.cli import main
 from prefkit.errors import InputError
 from prefkit.scores.bt import choose_l2, elo, fit, win_rate
-from prefkit.scores.data import Comparisons, load_comparisons, random_pairs, simulate_comparisons
+from prefkit.scores.data import (
+    Comparisons,
+    load_comparisons,
+    random_pairs,
+    simulate_comparisons,
+)
 from prefkit.scores.evaluate import heldout_log_loss
 from prefkit.scores.intervals import bootstrap, sandwich
 
@@ -194,7 +199,7 @@ def test_heldout_bt_beats_baselines_on_bt_data():
 
 
 def test_large_problem_uses_the_sparse_solver_and_agrees():
-    import prefkit.scores.bt as bt
+    from prefkit.scores import bt
 
     s = _true_scores(300)
     i, j = random_pairs(300, 20000, rng=21)

@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prefkit.errors import InputError
-
 PAIR_COLUMNS = (("item_a", "item_b"), ("doc_a", "doc_b"), ("model_a", "model_b"), ("left", "right"))
 WINNERS = {"a": 0, "left": 0, "model_a": 0, "b": 1, "right": 1, "model_b": 1, "tie": 2, "draw": 2}
 
