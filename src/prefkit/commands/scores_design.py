@@ -84,6 +84,8 @@ def design_cmd(
         raise InputError(f"--method must be one of {', '.join(designs.DESIGNS)}, got {method!r}")
     if comparisons is not None and method != "adaptive":
         raise InputError("--comparisons is for --method adaptive")
+    if comparisons is not None and items.strip().isdigit():
+        raise InputError("with --comparisons, --items must be a table of item ids (the comparisons name their items)")
     try:
         if method == "anchor":
             i, j = designs.anchor_design(len(names), anchors_per_item=anchors_per_item, budget=budget, rng=seed)
