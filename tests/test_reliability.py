@@ -376,3 +376,54 @@ def test_a_damaged_checkpoint_is_named_in_one_line(tmp_path, damage):
     write_synthetic_arena(tmp_path / "d", n_train=8, n_test=2, seed=0)
     line = one_line_error(prefkit("embed", tmp_path / "d" / "train.csv", "--model", ckpt, "--out", tmp_path / "e.parquet"))
     assert named in line and not data.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces the transformer commands use: in-place run folders, shared locks, load report, device
+# ---------------------------------------------------------------------------------------
+
+
+def test_an_in_place_run_is_marked_incomplete_until_committed(tmp_path):
+    run = tmp_path / "tr"
+    with RunFolder(run, kind="transformer", staged=False).open() as folder:
+        folder.write_text("fold_0/done.json", "{}")
+    assert is_complete(run)
+    folder = RunFolder(run, kind="transformer", staged=False).begin()  # a resumed run, then killed
+    folder.discard(["oof.csv"])
+    assert read_marker(run)["status"] == "running" and (run / "fold_0" / "done.json").exists()
+    folder.close()
+    with pytest.raises(InputError, match="holds a prefkit transformer run, not a stack run"):
+        RunFolder(run, kind="stack", staged=False).begin()
+
+
+def test_fold_processes_share_a_run_lock_that_an_exclusive_run_cannot_take(tmp_path):
+    with RunLock(tmp_path / "tr", shared=True), RunLock(tmp_path / "tr", shared=True):
+        with pytest.raises(InputError, match="in use"):
+            RunLock(tmp_path / "tr").acquire()
+    RunLock(tmp_path / "tr").acquire().release()
+
+
+def test_a_fresh_head_load_report_is_one_prefkit_line(tmp_path):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from prefkit.models.checks import one_line_load_report
+    from prefkit.testing.tiny import write_tiny_checkpoint
+
+    AutoModel.from_pretrained(write_tiny_checkpoint(tmp_path / "ck", "llama")).save_pretrained(tmp_path / "base")
+    said = []
+    with one_line_load_report(said.append):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)
+    assert said == [f"new head initialised (not in {tmp_path / 'base'}): score.weight"]
+
+
+def test_a_device_that_is_not_there_is_one_line():
+    import torch
+
+    from prefkit.models.checks import check_device
+
+    assert check_device("cpu") == "cpu" and check_device("auto") in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            check_device("cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        check_device("gpu")

@@ -73,7 +73,7 @@ def validate_predictions(preds: pd.DataFrame, source: str = "predictions") -> pd
     not_int = ~np.isfinite(folds) | (folds != np.round(folds))
     if not_int.any():
         row = int(np.flatnonzero(not_int)[0])
-        raise InputError(f"fold {preds['fold'].iloc[row]!r} is not an integer", file=source, row=row + 1, column="fold")
+        raise InputError(f"fold {str(preds['fold'].iloc[row])!r} is not an integer (a truncated file?)", file=source, row=row + 1, column="fold")
     probs = np.column_stack([pd.to_numeric(preds[c], errors="coerce").to_numpy(dtype=float) for c in LABELS])
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | ~np.isclose(probs.sum(axis=1), 1.0, atol=1e-4)
     if bad.any():

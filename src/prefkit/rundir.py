@@ -38,6 +38,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -68,6 +69,15 @@ KNOWN_OUTPUTS: dict[str, frozenset[str]] = {
     ),
     "transformer_fold": frozenset({"checkpoint", "oof.csv", "test.csv", "done.json", "state", "progress.json"}),
 }
+
+# Names made per fold (``fold_0``, ``fold_1``, ...), outputs too.
+FOLD_ENTRY = re.compile(r"fold_\d+$")
+FOLDED_KINDS = frozenset({"transformer"})
+
+
+def _is_known(name: str, kind: str) -> bool:
+    return name in KNOWN_OUTPUTS.get(kind, frozenset()) or (kind in FOLDED_KINDS and bool(FOLD_ENTRY.match(name)))
+
 
 # The file that only that kind of run writes: marks a folder without run.json as its own.
 LEGACY_SIGNS = {"features": "config.yaml", "stack": "config.yaml", "synth": "truth.json", "transformer": "config.yaml"}
@@ -217,7 +227,7 @@ def is_own_folder(folder: str | Path, kind: str) -> bool:
         return marker.get("kind") == kind
     visible = set(_visible_entries(folder)) - {MARKER_FILE}
     sign = LEGACY_SIGNS.get(kind)
-    return visible <= KNOWN_OUTPUTS.get(kind, frozenset()) and (sign is None or sign in visible)
+    return all(_is_known(n, kind) for n in visible) and (sign is None or sign in visible)
 
 
 def check_folder_owner(folder: str | Path, kind: str, *, force: bool = False, what: str = "run folder") -> bool:
@@ -237,8 +247,7 @@ def check_folder_owner(folder: str | Path, kind: str, *, force: bool = False, wh
     hint = "choose another folder, or pass --force to write into it (files this run does not write are kept)"
     if marker is not None:
         raise InputError(f"{what} holds a prefkit {marker.get('kind')} run, not a {kind} run: {hint}", file=folder)
-    known = KNOWN_OUTPUTS.get(kind, frozenset())
-    shown = [n for n in visible if n not in known] or visible
+    shown = [n for n in visible if not _is_known(n, kind)] or visible
     listed = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
     raise InputError(f"{what} already exists and is not a prefkit {kind} output (it holds {listed}): {hint}", file=folder)
 
@@ -514,13 +523,13 @@ class RunFolder:
         staging folder so the swap keeps them; the lock file too, so the lock stays held."""
         if not self.path.is_dir():
             return
-        known = KNOWN_OUTPUTS.get(self.kind, frozenset()) if self.replaces_own else frozenset()
         for entry in self.path.iterdir():
             name = entry.name
             target = self.staging / name
             if target.exists() or name in (MARKER_FILE,) or name.endswith(".tmp"):
                 continue
-            if name == LOCK_FILE or (name not in known and not name.startswith(".")):
+            stale = self.replaces_own and _is_known(name, self.kind)
+            if name == LOCK_FILE or (not stale and not name.startswith(".")):
                 _link_tree(entry, target)
 
     def _swap_in(self) -> None:

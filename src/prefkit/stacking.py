@@ -432,7 +432,7 @@ def _stack_into(stack_dir: Path, cfg: RunConfig, runs: list[BaseRun], pairs: pd.
                 metrics["no_submission"] = "no sample_submission.csv (set data.sample_submission, or data.dir to a folder holding one)"
             else:
                 sample_table = read_sample_submission(sample)
-                table = build_submission(test_preds, sample_table, cfg.stack.clip)
+                table = build_submission(test_preds, sample_table, cfg.stack.clip, source=f"{sample} vs the stacked test predictions")
                 check_submission(table, sample_table, source=str(submission_out))
         if "no_submission" in metrics:
             log.warning("no submission written: %s", metrics["no_submission"])

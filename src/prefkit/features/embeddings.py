@@ -159,13 +159,9 @@ def _special_template(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    from prefkit.models.checks import check_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' asked for, but no CUDA device is available")
-    return device
+    return check_device(device)
 
 
 def _load_encoder(model_dir: str | Path, device: str = "cpu", dtype: str = "float32") -> Encoder:

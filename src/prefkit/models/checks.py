@@ -172,7 +172,28 @@ def resolve_model_path(name_or_path: str | Path, *, weights: bool = True) -> str
     return text
 
 
-__all__ = ["check_checkpoint", "check_safetensors", "check_torch_bin", "check_weights_file", "looks_local", "resolve_model_path"]
+
+
+def check_device(device: str | None) -> str:
+    """``device`` if this machine has it ("auto" or None: cuda when there is one, else cpu);
+    an absent CUDA device, or a GPU index beyond the ones present, is one line."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    text = str(device)
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {text!r} asked for, but no CUDA device is available (use --device cpu)")
+        index = text.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise InputError(f"device {text!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError("device 'mps' asked for, but it is not available here")
+    elif text != "cpu":
+        raise InputError(f"unknown device {text!r}: use cpu, cuda, cuda:<index> or auto")
+    return text
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,3 +247,16 @@ def one_line_load_report(say=None):
         yield
     finally:
         logger.removeFilter(filt)
+
+
+__all__ = [
+    "check_checkpoint",
+    "check_device",
+    "check_safetensors",
+    "check_torch_bin",
+    "check_weights_file",
+    "looks_local",
+    "one_line_load_report",
+    "resolve_model_path",
+    "summarise_load_report",
+]
