@@ -36,7 +36,7 @@ def test_dotted_overrides_win_over_file(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("train.lrr=1", "train.lrr: unknown key"),
+        ("train.lrr=1", "override train.lrr=1: unknown key"),  # the override is blamed, not the file
         ("train.batch_size=abc", "train.batch_size"),
         ("folds.n_folds=1", "folds.n_folds"),
         ("stack.method=ridge", "stack.method"),
