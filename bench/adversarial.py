@@ -496,7 +496,7 @@ def run_case(c: Case, base: Base, scratch: Path) -> Outcome:
         why = "" if one or len(lines) == 1 else f" [{len(lines)} stderr lines{', traceback' if 'Traceback' in result.stderr else ''}]"
         return Outcome(c, one and not changed, result.returncode, shown + why + (f" [changed {changed[0]}]" if changed else ""))
     if c.expect == "error":
-        return Outcome(c, False, 0, "accepted: " + shown)
+        return Outcome(c, False, 0, "accepted" + (f", and changed its input {changed[0]}" if changed else "") + ": " + shown)
     if changed:
         return Outcome(c, False, 0, f"ok but changed its input {changed[0]}")
     return Outcome(c, True, 0, "ok, inputs untouched" + (f"; said: {shown}" if lines else ""))
