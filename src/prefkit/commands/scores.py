@@ -114,8 +114,9 @@ def predict_command(
     pairs_file: Annotated[str, typer.Argument(help="CSV with item_a, item_b (optional winner a/b/tie, or doc_a/doc_b).", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Predictions CSV.")] = "preds.csv",
 ) -> None:
-    """P(item_a beats item_b), P(item_b wins) and P(tie) for pairs of fitted items; the
-    held-out log loss when the file has outcomes (``winner``)."""
+    """P(item_a wins), P(item_b wins) and P(tie) for pairs of fitted items.
+
+    Prints the held-out log loss when the file has outcomes (``winner``)."""
     from prefkit.scores.predict import predict_pairs
 
     preds, loss = predict_pairs(scores_dir, pairs_file)
@@ -148,8 +149,9 @@ def heldout_command(
     folds: Annotated[int, typer.Option("--folds", min=2, help="Folds over comparisons.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the folds.")] = 0,
 ) -> None:
-    """K-fold held-out comparison log loss of Bradley-Terry against the smoothed win rate and
-    a constant. Last line: heldout_logloss_bt=<v> heldout_logloss_winrate=<v> n_items=<v>."""
+    """Held-out comparison log loss (K folds): Bradley-Terry against the win rate and a constant.
+
+    Last line: heldout_logloss_bt=<v> heldout_logloss_winrate=<v> n_items=<v>."""
     from prefkit.scores.bt import TIES
     from prefkit.scores.data import load_comparisons
     from prefkit.scores.evaluate import heldout_log_loss
