@@ -313,3 +313,16 @@ def test_predict_refuses_unknown_items(tmp_path, capsys):
     assert main(["scores", "predict", str(out), str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "row 1" in err and "doc_b" in err and "'999'" in err
+
+
+def test_model_based_intervals_with_a_prior_describe_the_centred_scores():
+    from prefkit.scores.bt import fit
+    from prefkit.scores.data import random_pairs, simulate_comparisons
+
+    rng = np.random.default_rng(3)
+    true = rng.normal(size=16)
+    i, j = random_pairs(16, 3000, rng)
+    comp = simulate_comparisons(true, i, j, nu=0.3, rng=rng)
+    plain, ridge = fit(comp, l2=0.0), fit(comp, l2=0.01)
+    # a weak prior barely changes the scores, so it must barely change their standard errors
+    np.testing.assert_allclose(ridge.se, plain.se, rtol=0.05)

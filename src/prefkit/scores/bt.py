@@ -511,13 +511,13 @@ def information_inverse(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     _, _, pieces = problem.derivatives(theta)
     H = problem.dense_hessian(pieces)
     inv = np.linalg.inv(H)
-    if problem.l2 == 0:  # remove the null-space term: project onto mean zero per component
-        P = np.eye(len(theta))
-        n = problem.n
-        same = problem.component[:, None] == problem.component[None, :]
-        P[:n, :n] -= same / problem.comp_size[problem.component][None, :]
-        inv = P @ inv @ P.T
-    return inv
+    # Scores are reported with mean zero per component: their covariance is that of the centred
+    # scores (without a prior this also removes the null-space term; with one, the level's).
+    P = np.eye(len(theta))
+    n = problem.n
+    same = problem.component[:, None] == problem.component[None, :]
+    P[:n, :n] -= same / problem.comp_size[problem.component][None, :]
+    return P @ inv @ P.T
 
 
 def fit_problem(comp: Comparisons, result: ScoreFit, home: bool, use_covariates: bool) -> tuple[_Problem, _Design]:
