@@ -405,14 +405,20 @@ def test_fold_processes_share_a_run_lock_that_an_exclusive_run_cannot_take(tmp_p
 
 def test_a_fresh_head_load_report_is_one_prefkit_line(tmp_path):
     from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as transformers_logging
 
     from prefkit.models.checks import one_line_load_report
     from prefkit.testing.tiny import write_tiny_checkpoint
 
     AutoModel.from_pretrained(write_tiny_checkpoint(tmp_path / "ck", "llama")).save_pretrained(tmp_path / "base")
     said = []
-    with one_line_load_report(said.append):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_warning()  # as a fresh process has it (other tests silence transformers)
+    try:
+        with one_line_load_report(said.append):
+            AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     assert said == [f"new head initialised (not in {tmp_path / 'base'}): score.weight"]
 
 
