@@ -77,6 +77,8 @@ def test_two_process_run_resumes_to_the_same_predictions(tmp_path, arena):
     cut = tmp_path / "cut" / "ddp" / "fold_1"
     cut.mkdir(parents=True)
     shutil.copytree(fold / "state", cut / "state")
+    for name in ("run.json", "config.yaml"):  # what a killed run leaves beside its folds
+        shutil.copy(fold.parent / name, cut.parent / name)
     assert json.loads((cut / "state" / "progress.json").read_text())["step"] == 3
 
     _train_two_processes(arena, tmp_path / "cut", *steps)
@@ -200,6 +202,8 @@ def test_fsdp_resume_after_the_best_step_predicts_with_the_best_weights(tmp_path
     cut.mkdir(parents=True)
     shutil.copytree(fold / "state", cut / "state")  # the last state (step 15), saved after the best step
     shutil.copytree(fold / "checkpoint", cut / "checkpoint")
+    for name in ("run.json", "config.yaml"):  # what a killed run leaves beside its folds
+        shutil.copy(fold.parent / name, cut.parent / name)
     assert json.loads((cut / "state" / "progress.json").read_text())["best_step"] == best < 15
 
     _train_fsdp(tmp_path, arena, tmp_path / "cut", *keep)

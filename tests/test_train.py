@@ -312,3 +312,71 @@ def test_cli_rerun_with_another_fold_seed_stops_with_one_line(tmp_path, bert, ca
     assert err[-1].startswith("error: fold 0 in ") and "folds.seed=42, now 7" in err[-1]
     assert not any("Traceback" in line for line in err)
     assert (tmp_path / "runs" / "r" / "fold_0" / "done.json").exists()  # the finished fold is kept, not overwritten
+
+
+# -- the run folder is one unit ------------------------------------------------------------
+def test_a_killed_call_leaves_no_combined_outputs_of_an_earlier_call(tmp_path, bert, data):
+    from prefkit.rundir import read_marker
+
+    pairs, folds, _ = data
+    common = ["train.max_steps=2", "train.swap=off", "train.tta_swap=false", "train.state_every_steps=1"]
+    cfg0 = _cfg(tmp_path, bert, *common, "train.folds=[0]")
+    train_folds(cfg0, pairs, folds)
+    run = cfg0.run_dir
+    assert (run / "oof.csv").exists() and read_marker(run)["status"] == "running"  # folds 1, 2 still to come
+    with pytest.raises(Killed):
+        train_folds(_cfg(tmp_path, bert, *common), pairs, folds, on_step=kill_at(1))
+    assert not (run / "oof.csv").exists()  # fold 0's combined file went before fold 1 started
+    assert read_marker(run)["status"] == "running"
+    done = train_folds(_cfg(tmp_path, bert, *common), pairs, folds)
+    assert sorted(r.fold for r in done.folds) == [0, 1, 2]
+    assert read_marker(run)["status"] == "complete" and (run / "folds.csv").exists()
+
+
+def test_a_second_run_into_a_locked_folder_stops_with_one_line(tmp_path, bert, data):
+    from prefkit.errors import InputError
+    from prefkit.rundir import RunLock
+
+    pairs, folds, _ = data
+    cfg = _cfg(tmp_path, bert, "train.max_steps=1", "train.folds=[0]")
+    holder = RunLock(cfg.run_dir).acquire()
+    try:
+        with pytest.raises(InputError, match="run folder is in use by") as err:
+            train_folds(cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": None})}), pairs, folds)
+        assert "\n" not in str(err.value)
+    finally:
+        holder.release()
+    assert not (cfg.run_dir / "fold_0").exists()  # nothing was trained or written
+
+
+def test_missing_or_broken_model_is_one_line_before_any_work(tmp_path, bert, data):
+    from prefkit.errors import InputError
+
+    pairs, folds, _ = data
+    with pytest.raises(InputError, match="not found"):
+        train_folds(_cfg(tmp_path, tmp_path / "no-such-model"), pairs, folds)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in bert.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        train_folds(_cfg(tmp_path, broken), pairs, folds)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_never_writes_over_its_input(tmp_path, bert, data, capsys):
+    from prefkit.cli import main
+
+    pairs, folds, test = data
+    cfg = _cfg(tmp_path, bert, "train.max_steps=1", "train.folds=[0]", "train.swap=off", "train.tta_swap=false")
+    train_folds(cfg, pairs, folds)
+    data_file = tmp_path / "pairs.jsonl"
+    pairs.head(4).to_json(data_file, orient="records", lines=True)
+    before = data_file.read_bytes()
+    ckpt = str(cfg.run_dir / "fold_0" / "checkpoint")
+    capsys.readouterr()
+    assert main(["predict", ckpt, str(data_file), "--out", str(data_file), "--format", "jsonl"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error:") and data_file.read_bytes() == before
+    assert main(["predict", ckpt, str(data_file), "--batch-size", "0", "--out", str(tmp_path / "p.csv")]) == 2

@@ -41,16 +41,22 @@ def predict_cmd(
     data: Annotated[str, typer.Argument(help="Pairs to predict: a Kaggle CSV (or a file in --format).", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Prediction CSV to write (id, p_a, p_b, p_tie, model, fold).")] = "preds.csv",
     fmt: Annotated[str, typer.Option("--format", help="Data format (as data.format).")] = "kaggle",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Default: the checkpoint's train.eval_batch_size.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default: the checkpoint's train.eval_batch_size.")] = None,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Swap test-time augmentation (default: as trained).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when there is one).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the output (default: the run name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out that prefkit did not write.")] = False,
 ) -> None:
     """Predict DATA with a saved CHECKPOINT (no training code is loaded)."""
     if not Path(checkpoint).is_dir():
         raise InputError("checkpoint folder not found", file=checkpoint)
     from prefkit.data import read_pairs
     from prefkit.infer.predict import predict_file
+    from prefkit.models.checks import check_checkpoint, check_device
+    from prefkit.rundir import check_output_path
 
+    check_checkpoint(checkpoint)  # before reading the data: a broken checkpoint is one line naming the file
+    device = check_device(device) if device else None
+    check_output_path(out, [data, checkpoint], kind="predictions", force=force)
     pairs = read_pairs(data, fmt)
     predict_file(checkpoint, pairs, out, model_name=name, device=device, batch_size=batch_size, tta_swap=tta)

@@ -25,7 +25,8 @@ MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the header
 GGUF_MAGIC = b"GGUF"
 
 
-def _json(path: Path) -> object:
+def read_json(path: Path) -> object:
+    """A JSON file's content; anything unreadable is one line naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -94,7 +95,7 @@ def check_weights_file(path: str | Path) -> None:
 
 
 def _check_index(index: Path) -> None:
-    tree = _json(index)
+    tree = read_json(index)
     weight_map = tree.get("weight_map") if isinstance(tree, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError("expected a JSON object with a non-empty weight_map", file=index)
@@ -124,7 +125,7 @@ def check_checkpoint(path: str | Path, *, weights: bool = True) -> Path:
         raise InputError("not a model folder: no config.json", file=path)
     for name in JSON_FILES:
         if (path / name).exists():
-            tree = _json(path / name)
+            tree = read_json(path / name)
             if name == "config.json" and not isinstance(tree, dict):
                 raise InputError("expected a JSON object", file=path / name)
     if not weights:
@@ -143,10 +144,13 @@ def check_checkpoint(path: str | Path, *, weights: bool = True) -> Path:
     return path
 
 
+PREFKIT_FOLDERS = ("checkpoints", "runs", "data")  # the repository layout's folders: never a hub organisation
+
+
 def looks_local(name_or_path: str | Path) -> bool:
     """Whether a model name is meant as a local path rather than a hub id (``org/name``):
     absolute, relative (``./``, ``~``), ending in ``.gguf``, deeper than ``org/name``, or
-    starting with a folder that exists here (``checkpoints/...``, ``runs/...``)."""
+    starting with a folder that exists here or one of prefkit's own (``checkpoints/...``, ``runs/...``)."""
     text = str(name_or_path)
     parts = Path(text).parts
     return (
@@ -154,7 +158,7 @@ def looks_local(name_or_path: str | Path) -> bool:
         or text.startswith((".", "~"))
         or text.endswith(".gguf")
         or len(parts) > 2
-        or (len(parts) >= 1 and Path(parts[0]).is_dir())
+        or (len(parts) >= 1 and (Path(parts[0]).is_dir() or parts[0] in PREFKIT_FOLDERS))
         or Path(text).exists()
     )
 

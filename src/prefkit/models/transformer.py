@@ -107,11 +107,39 @@ def complete_gguf_tokenizer(tokenizer, gguf_path: str | Path) -> None:
         tokenizer.chat_template = bytes(template).decode("utf-8")
 
 
+def _local_or_hub(name_or_path: str, what: str) -> str:
+    """A hub id as it is; a local path that is not there is "not found" (not a hub "Repo id" message)."""
+    from prefkit.models.checks import looks_local
+
+    if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise InputError(f"{what} not found (no such local folder or file)", file=name_or_path)
+    return name_or_path
+
+
+def check_model_sources(model_cfg: ModelConfig) -> None:
+    """The model and tokenizer ``model_cfg`` names are there and whole (local paths), before
+    any work: a missing or broken checkpoint is one line naming the file."""
+    from prefkit.models.checks import resolve_model_path
+
+    if model_cfg.tokenizer:
+        _local_or_hub(model_cfg.tokenizer, "tokenizer")
+    if model_cfg.init == "random":
+        _local_or_hub(model_cfg.name_or_path, "model config")
+    else:
+        resolve_model_path(model_cfg.name_or_path)
+
+
+def _log_line(text: str) -> None:
+    import logging
+
+    logging.getLogger("prefkit.models").info(text)
+
+
 def load_tokenizer(model_cfg: ModelConfig):
     """The tokenizer of ``model_cfg`` (right padding, a pad token set)."""
     from transformers import AutoTokenizer
 
-    source = model_cfg.tokenizer or model_cfg.name_or_path
+    source = _local_or_hub(model_cfg.tokenizer or model_cfg.name_or_path, "tokenizer")
     kwargs = {}
     if model_cfg.gguf_file and not model_cfg.tokenizer:
         kwargs["gguf_file"] = model_cfg.gguf_file
@@ -173,7 +201,7 @@ def random_backbone(model_cfg: ModelConfig, spec: HeadSpec):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
-        config = AutoConfig.from_pretrained(model_cfg.name_or_path, num_labels=spec.num_labels)
+        config = AutoConfig.from_pretrained(_local_or_hub(model_cfg.name_or_path, "model config"), num_labels=spec.num_labels)
     except (OSError, ValueError) as err:
         raise _source_error(model_cfg.name_or_path, err) from None
     if model_cfg.attn_implementation:
@@ -207,7 +235,11 @@ def load_backbone(model_cfg: ModelConfig, head: str = "pair3", pad_token_id: int
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_cfg.name_or_path, **kwargs)
+        from prefkit.models.checks import one_line_load_report, resolve_model_path
+
+        source = resolve_model_path(model_cfg.name_or_path)  # a broken or missing local checkpoint: one line
+        with one_line_load_report(_log_line):  # the fresh head's load report as one prefkit line
+            model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise _source_error(model_cfg.name_or_path, err) from None
     if model_cfg.gguf_file:
@@ -362,7 +394,9 @@ def read_checkpoint_meta(ckpt_dir: str | Path) -> dict:
     path = Path(ckpt_dir) / CHECKPOINT_META
     if not path.exists():
         raise InputError(f"not a prefkit checkpoint (no {CHECKPOINT_META})", file=ckpt_dir)
-    return json.loads(path.read_text())
+    from prefkit.models.checks import read_json
+
+    return read_json(path)
 
 
 def _base_source(meta: dict) -> str:
@@ -380,7 +414,9 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = No
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    ckpt_dir = Path(ckpt_dir)
+    from prefkit.models.checks import check_checkpoint
+
+    ckpt_dir = check_checkpoint(ckpt_dir)  # truncated weights or a broken config.json: one line naming the file
     meta = read_checkpoint_meta(ckpt_dir)
     cfg = load_config(ckpt_dir / "config.yaml")
     tokenizer = AutoTokenizer.from_pretrained(ckpt_dir)

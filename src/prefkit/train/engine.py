@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from prefkit.atomic import atomic_write_text
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
 from prefkit.infer.predict import Sharding, inference_plan, predict_encoded, prepare_model, use_packing
@@ -109,6 +110,12 @@ def say(accelerator, text: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(text, file=sys.stderr)
+
+
+def _distributed(accelerator) -> str:
+    """`` (DDP)``, `` (FSDP)``, ...; nothing for a single process."""
+    kind = accelerator.distributed_type.value
+    return "" if kind == "NO" else f" ({kind})"
 
 
 def device_name(accelerator) -> str:
@@ -497,7 +504,7 @@ class FoldTrainer:
                 "fingerprint": self.fingerprint,
                 "evals": progress.evals,
             }
-            (self.fold_dir / DONE_FILE).write_text(json.dumps(done, indent=2) + "\n")
+            atomic_write_text(self.fold_dir / DONE_FILE, json.dumps(done, indent=2) + "\n")  # written last: the fold is finished
             if not self.tc.keep_state:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
         say(acc, f"fold {self.k}: done, best val {self.task.metric.replace('_', ' ')} {progress.best_loss:.4f} at step {progress.best_step}; "
@@ -512,15 +519,23 @@ class FoldTrainer:
         self.model = self.optimizer = self.scheduler = self.eval_model = self.classifier = None
 
     def run(self) -> FoldResult:
+        from prefkit.rundir import RunLock
+
         fold_start = time.perf_counter()
         self.fold_dir.mkdir(parents=True, exist_ok=True)
-        self.build()
+        # one process trains a fold at a time (parallel fold processes share the run folder)
+        lock = RunLock(self.fold_dir).acquire() if self.acc.is_main_process else None
         try:
-            self.start_or_resume()
-            self.train()
-            return self.finish(fold_start)
+            self.build()
+            try:
+                self.start_or_resume()
+                self.train()
+                return self.finish(fold_start)
+            finally:
+                self.release()
         finally:
-            self.release()
+            if lock is not None:
+                lock.release()
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -623,12 +638,23 @@ def train_folds(
     fold_ids = np.asarray(fold_ids, dtype=int)
     if len(fold_ids) != len(table):
         raise InputError(f"{len(fold_ids)} fold ids for {len(table)} rows")
+    from prefkit.models.transformer import check_model_sources
+
     task = get_task(cfg.task)
+    check_model_sources(cfg.model)
     accelerator = accelerator or make_accelerator(cfg.train)
     run_dir = cfg.run_dir
+    folder = None
+    if accelerator.is_main_process:
+        from prefkit.rundir import RunFolder
+
+        # In place (folds resume where they stopped); a lock shared by processes that each
+        # train some folds (train.folds), exclusive otherwise; run.json says "running" until
+        # every fold is combined.
+        folder = RunFolder(run_dir, kind="transformer", staged=False, shared_lock=cfg.train.folds is not None).begin()
     handler = setup_run_logging(run_dir, accelerator.is_main_process)
     try:
-        from prefkit.data.folds import validation_folds
+        from prefkit.data.folds import save_fold_map, validation_folds
 
         folds = cfg.train.folds if cfg.train.folds is not None else validation_folds(fold_ids)
         unknown = [f for f in folds if f not in set(validation_folds(fold_ids))]
@@ -637,7 +663,7 @@ def train_folds(
         say(
             accelerator,
             f"run {cfg.name}: task {task.name}, {len(table)} rows, folds {folds}, model {cfg.model.name_or_path}, "
-            f"device {accelerator.device} x{accelerator.num_processes} ({accelerator.distributed_type.value}), "
+            f"device {accelerator.device} x{accelerator.num_processes}{_distributed(accelerator)}, "
             f"mixed precision {cfg.train.mixed_precision}",
         )
         data = encode_run(cfg, task, table, fold_ids, test_table, accelerator)
@@ -649,6 +675,9 @@ def train_folds(
                 say(accelerator, f"fold {k}: finished earlier, skipped ({describe_done_fold(finished[k])})")
         if accelerator.is_main_process and (todo or not (run_dir / "config.yaml").exists()):
             save_config(cfg, run_dir)
+            save_fold_map(table["id"], fold_ids, run_dir / "folds.csv")  # the stacker checks OOF coverage against it
+        if folder is not None and todo:  # no combined outputs of an earlier call beside this call's folds
+            folder.discard([OOF_FILE, TEST_FILE, "reliability.png", "learning_curves.png"])
         for k in todo:
             FoldTrainer(accelerator, data, k, on_step).run()
             # Mixed precision leaves the fold's model in a reference cycle (its patched forward):
@@ -661,8 +690,12 @@ def train_folds(
         if result is not None:
             say(accelerator, f"run {cfg.name}: OOF {task.metric.replace('_', ' ')} {result.oof_metric:.4f} over {len(result.oof)} rows, "
                 f"folds {[r.fold for r in result.folds]}")  # fmt: skip
+            if {r.fold for r in result.folds} >= set(validation_folds(fold_ids)):
+                folder.commit()  # every fold is in the run's oof.csv: the folder is complete
         return result
     finally:
         if handler is not None:
             logging.getLogger("prefkit").removeHandler(handler)
             handler.close()
+        if folder is not None:
+            folder.close()
