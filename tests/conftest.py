@@ -30,3 +30,18 @@ def kill_at(step: int):
             raise Killed
 
     return hook
+
+
+def tiny_feature_project(root, n_train: int, n_test: int, seed: int):
+    """A synthetic arena in ``root/data`` and ``root/tiny.yaml``, a config that trains the
+    feature model and the stack on it in seconds; returns the config's path."""
+    from prefkit.data.synthetic import write_synthetic_arena
+
+    write_synthetic_arena(root / "data", n_train=n_train, n_test=n_test, seed=seed)
+    config = root / "tiny.yaml"
+    config.write_text(
+        f"name: feat\noutput_dir: {root / 'runs'}\ndata:\n  dir: {root / 'data'}\nfolds:\n  n_folds: 3\n"
+        "features:\n  num_threads: 1\n  learning_rate: 0.1\n  early_stopping_rounds: 20\n"
+        f"stack:\n  inner_folds: 3\n  submission: {root / 'submission.csv'}\n"
+    )
+    return config

@@ -6,8 +6,8 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import tiny_feature_project
 
-from prefkit.data.synthetic import write_synthetic_arena
 
 
 def prefkit(*args, cwd=None):
@@ -18,14 +18,7 @@ def prefkit(*args, cwd=None):
 def project(tmp_path_factory):
     """A tiny synthetic arena and a config that trains on it in seconds."""
     root = tmp_path_factory.mktemp("cli")
-    write_synthetic_arena(root / "data", n_train=400, n_test=100, seed=9)
-    config = root / "tiny.yaml"
-    config.write_text(
-        f"name: feat\noutput_dir: {root / 'runs'}\ndata:\n  dir: {root / 'data'}\nfolds:\n  n_folds: 3\n"
-        "features:\n  num_threads: 1\n  learning_rate: 0.1\n  early_stopping_rounds: 20\n"
-        f"stack:\n  inner_folds: 3\n  submission: {root / 'submission.csv'}\n"
-    )
-    return root, config
+    return root, tiny_feature_project(root, n_train=400, n_test=100, seed=9)
 
 
 def test_train_stack_validate_score(project):

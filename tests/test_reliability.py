@@ -88,18 +88,13 @@ def test_progress_bar_off_a_terminal_writes_one_final_line(capsys):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A small synthetic arena, a config that trains on it in seconds, and one finished run."""
+    from conftest import tiny_feature_project
+
     from prefkit.config import load_config
-    from prefkit.data.synthetic import write_synthetic_arena
     from prefkit.features.feature_model import train_feature_model
 
     root = tmp_path_factory.mktemp("reliability")
-    write_synthetic_arena(root / "data", n_train=300, n_test=60, seed=3)
-    config = root / "tiny.yaml"
-    config.write_text(
-        f"name: feat\noutput_dir: {root / 'runs'}\ndata:\n  dir: {root / 'data'}\nfolds:\n  n_folds: 3\n"
-        "features:\n  num_threads: 1\n  learning_rate: 0.1\n  early_stopping_rounds: 20\n"
-        f"stack:\n  inner_folds: 3\n  submission: {root / 'submission.csv'}\n"
-    )
+    config = tiny_feature_project(root, n_train=300, n_test=60, seed=3)
     train_feature_model(load_config(config))
     return root, config
 
