@@ -78,11 +78,19 @@ def make_length_batches(
     else:
         mean_len = max(1.0, float(lengths.mean()))
         chunk = max(1, int(max_tokens / mean_len)) * bucket_batches
+
+    def cut(part: np.ndarray) -> list[list[int]]:
+        return _cut_sorted(part[np.argsort(-lengths[part], kind="stable")], lengths, batch_size, max_tokens)
+
+    return _by_chunks(perm, chunk, cut, rng)
+
+
+def _by_chunks(perm: np.ndarray, chunk: int, group, rng: np.random.Generator) -> list[list[int]]:
+    """Training batches: ``group`` each chunk of the random permutation ``perm`` (similar
+    lengths meet within a chunk), then shuffle the order of all batches."""
     batches: list[list[int]] = []
-    for start in range(0, n, chunk):
-        part = perm[start : start + chunk]
-        part = part[np.argsort(-lengths[part], kind="stable")]
-        batches.extend(_cut_sorted(part, lengths, batch_size, max_tokens))
+    for start in range(0, len(perm), chunk):
+        batches.extend(group(perm[start : start + chunk]))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
 
@@ -141,11 +149,7 @@ def pack_batches(
     perm = rng.permutation(n)
     mean_len = max(1.0, float(lengths.mean()))
     chunk = max(1, int(max_tokens / mean_len)) * max(1, bucket_batches)
-    packs: list[list[int]] = []
-    for start in range(0, n, chunk):
-        packs.extend(_first_fit_decreasing(perm[start : start + chunk], lengths, max_tokens, max_pairs))
-    order = rng.permutation(len(packs))
-    return [packs[i] for i in order]
+    return _by_chunks(perm, chunk, lambda part: _first_fit_decreasing(part, lengths, max_tokens, max_pairs), rng)
 
 
 @dataclass(frozen=True)
