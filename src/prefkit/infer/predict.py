@@ -30,6 +30,7 @@ from prefkit.errors import ConfigError
 from prefkit.models import packing
 from prefkit.models.transformer import unwrap_peft
 from prefkit.tasks import Encoded, Task, get_task
+from prefkit.tasks.base import row_lengths, rows_seqs
 from prefkit.text.batching import BatchPlan, collate_ids
 
 
@@ -153,8 +154,7 @@ def predict_outputs(
     device = torch.device(device) if device is not None else model_device(model)
     if plan.packed:
         model = as_packed_forward(model)
-    row_lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs)).reshape(-1, per_row).sum(axis=1)
-    batches = plan.batches(row_lengths)
+    batches = plan.batches(row_lengths(seqs, per_row))
     pad_to = plan.max_tokens if (plan.packed and static_min_seqlen is not None) else None
     rounds = math.ceil(len(batches) / sharding.num_processes)
     bar = None
@@ -169,8 +169,7 @@ def predict_outputs(
         for r in range(rounds):
             j = sharding.process_index + r * sharding.num_processes
             rows = batches[j] if j < len(batches) else batches[-1]  # a spare pass keeps processes in step
-            batch_seqs = [seqs[i * per_row + m] for i in rows for m in range(per_row)]
-            logits = forward(model, batch_seqs, pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of).numpy()
+            logits = forward(model, rows_seqs(seqs, rows, per_row), pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of).numpy()
             if j < len(batches):
                 results.append((rows, logits if combine is None else combine(logits)))
                 if bar is not None:

@@ -8,6 +8,17 @@ import numpy as np
 import pandas as pd
 
 
+def row_lengths(seqs, per_row: int = 1) -> np.ndarray:
+    """Tokens per row of ``seqs`` holding ``per_row`` adjacent sequences per row."""
+    seq_lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    return seq_lengths.reshape(-1, per_row).sum(axis=1)
+
+
+def rows_seqs(seqs, rows, per_row: int = 1) -> list[list[int]]:
+    """The sequences of ``rows`` in order, ``per_row`` each."""
+    return [seqs[i * per_row + j] for i in rows for j in range(per_row)]
+
+
 @dataclass
 class Encoded:
     """Rows of a table as model inputs: ``per_row`` token id sequences per row (adjacent in
@@ -27,13 +38,11 @@ class Encoded:
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per row."""
-        seq_lengths = np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
-        return seq_lengths.reshape(-1, self.per_row).sum(axis=1)
+        return row_lengths(self.seqs, self.per_row)
 
     def row_seqs(self, rows, swapped: bool = False) -> list[list[int]]:
         """The sequences of ``rows`` in order, ``per_row`` each (of the swapped rows when ``swapped``)."""
-        seqs = self.seqs_swapped if swapped else self.seqs
-        return [seqs[i * self.per_row + j] for i in rows for j in range(self.per_row)]
+        return rows_seqs(self.seqs_swapped if swapped else self.seqs, rows, self.per_row)
 
     def subset(self, rows) -> "Encoded":
         rows = np.asarray(rows, dtype=int)

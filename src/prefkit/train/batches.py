@@ -12,6 +12,7 @@ import numpy as np
 from prefkit.config import TrainConfig
 from prefkit.errors import ConfigError, InputError
 from prefkit.tasks import Encoded, Task
+from prefkit.tasks.base import row_lengths, rows_seqs
 from prefkit.text.batching import BatchPlan
 
 
@@ -34,12 +35,11 @@ class TrainItems:
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per item."""
-        seq_lengths = np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
-        return seq_lengths.reshape(-1, self.per_row).sum(axis=1)
+        return row_lengths(self.seqs, self.per_row)
 
     def item_seqs(self, idx) -> list[list[int]]:
         """The sequences of items ``idx``, in order (``per_row`` each)."""
-        return [self.seqs[i * self.per_row + j] for i in idx for j in range(self.per_row)]
+        return rows_seqs(self.seqs, idx, self.per_row)
 
 
 def training_items(task: Task, encoded: Encoded, rows: np.ndarray, swap: str, soft_labels: bool = True) -> TrainItems:

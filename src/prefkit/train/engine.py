@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -178,12 +179,13 @@ class RunData:
     test_table: pd.DataFrame | None = None
     test_encoded: Encoded | None = None
 
-    @property
+    @cached_property
     def ids(self) -> list[str]:
         return self.table["id"].astype(str).tolist()
 
-    def fingerprint(self, k: int) -> dict:
-        train_rows, val_rows = fold_rows(self.fold_ids, k, self.cfg)
+    def fingerprint(self, k: int, rows: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        """Fold ``k``'s fingerprint; ``rows``: its (training, validation) rows when at hand."""
+        train_rows, val_rows = rows if rows is not None else fold_rows(self.fold_ids, k, self.cfg)
         return fold_fingerprint(self.cfg, self.ids, self.encoded, train_rows, val_rows)
 
 
@@ -229,7 +231,7 @@ class FoldTrainer:
         self.train_rows, self.val_rows = fold_rows(data.fold_ids, k, self.cfg)
         if len(self.train_rows) == 0 or len(self.val_rows) == 0:
             raise InputError(f"fold {k} has {len(self.train_rows)} training and {len(self.val_rows)} validation rows")
-        self.fingerprint = fold_fingerprint(self.cfg, data.ids, data.encoded, self.train_rows, self.val_rows)
+        self.fingerprint = data.fingerprint(k, (self.train_rows, self.val_rows))
         self.items: TrainItems = training_items(self.task, data.encoded, self.train_rows, self.tc.swap, self.tc.soft_labels)
         self.item_lengths = self.items.lengths
         self.val = data.encoded.subset(self.val_rows)
@@ -595,12 +597,14 @@ def _plot_run(cfg: RunConfig, results: list[FoldResult], task: Task, targets: np
     task.plot_oof(targets, preds, cfg.run_dir / "reliability.png", title=f"{cfg.name} OOF")
 
 
-def combine_folds(data: RunData) -> TrainResult:
-    """Run-level ``oof.csv`` (every finished fold) and ``test.csv`` (mean over folds)."""
+def combine_folds(data: RunData, checked: dict[int, dict] | None = None) -> TrainResult:
+    """Run-level ``oof.csv`` (every finished fold) and ``test.csv`` (mean over folds).
+    ``checked``: ``done.json`` of folds whose fingerprint was already checked."""
     cfg, task, run_dir = data.cfg, data.task, data.cfg.run_dir
+    checked = checked or {}
     results = []
     for k in finished_folds(run_dir):
-        done = check_finished_fold(data, k)
+        done = checked[k] if k in checked else check_finished_fold(data, k)
         fold_dir = run_dir / f"fold_{k}"
         test = task.read_predictions(fold_dir / TEST_FILE) if (fold_dir / TEST_FILE).exists() else None
         results.append(FoldResult(k, task.read_predictions(fold_dir / OOF_FILE), test, done.get(f"val_{task.metric}"), True, done.get("evals", [])))
@@ -686,7 +690,7 @@ def train_folds(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         accelerator.wait_for_everyone()
-        result = combine_folds(data) if accelerator.is_main_process else None
+        result = combine_folds(data, finished) if accelerator.is_main_process else None
         if result is not None:
             say(accelerator, f"run {cfg.name}: OOF {task.metric.replace('_', ' ')} {result.oof_metric:.4f} over {len(result.oof)} rows, "
                 f"folds {[r.fold for r in result.folds]}")  # fmt: skip
