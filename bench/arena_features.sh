@@ -11,14 +11,10 @@
 # (the stack's calibrated OOF log loss; test_logloss=nan without a test and solution file).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ $# -ge 1 ]; then
-    DATA=$(cd "$1" && pwd)
-else
-    DATA=$ROOT/../shared/data/arena_alpacaeval_gpt4
-fi
+source "$ROOT/bench/lib.sh"
+DATA=$(data_dir "$ROOT/../shared/data/arena_alpacaeval_gpt4" "$@")
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
-source bench/lib.sh
 OUT=runs/bench_features/$(basename "$DATA")
 SUBMISSION=$OUT/submission.csv
 rm -f "$SUBMISSION"

@@ -1,5 +1,11 @@
 # Helpers shared by the bench scripts (sourced; they set BIN to the folder holding `prefkit`).
 
+# data_dir DEFAULT [GIVEN]: the absolute data folder, GIVEN (relative to where the script
+# was called from: call this before changing directory) or else DEFAULT.
+data_dir() {
+    if [ $# -ge 2 ]; then (cd "$2" && pwd); else echo "$1"; fi
+}
+
 # find_data_file DIR STEM: DIR/STEM.csv, plain or compressed; prints nothing when absent.
 find_data_file() {
     local suffix

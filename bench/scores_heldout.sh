@@ -11,14 +11,10 @@
 #   heldout_logloss_bt=<v> heldout_logloss_winrate=<v> n_items=<v>
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ $# -ge 1 ]; then
-    DATA=$(cd "$1" && pwd)
-else
-    DATA=$ROOT/../shared/data/sentimentit_human_rights
-fi
+source "$ROOT/bench/lib.sh"
+DATA=$(data_dir "$ROOT/../shared/data/sentimentit_human_rights" "$@")
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
-source bench/lib.sh
 COMPARISONS=$(find_data_file "$DATA" comparisons || true)
 DOCS=$(find_data_file "$DATA" docs || true)
 [ -n "$COMPARISONS" ] || { echo "no comparisons.csv (plain or compressed) in $DATA" >&2; exit 2; }
