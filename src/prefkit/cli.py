@@ -22,6 +22,8 @@ from prefkit.commands import models  # noqa: F401,E402
 from prefkit.commands import transformer  # noqa: F401,E402
 from prefkit.commands import pipeline  # noqa: F401,E402
 from prefkit.commands import scores  # noqa: F401,E402
+from prefkit.commands import kernel  # noqa: F401,E402
+from prefkit.commands import judge  # noqa: F401,E402
 
 
 def error_log_path() -> Path:

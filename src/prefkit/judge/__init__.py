@@ -1,0 +1,1 @@
+"""Generative pairwise judges: LLM annotation of pairs and judges trained with GRPO."""

@@ -1,0 +1,1 @@
+"""Offline Kaggle kernels: building, run-time estimates, the kaggle CLI."""
