@@ -165,3 +165,79 @@ def class_ece(target, prob, n_bins: int = 10) -> float:
         return float("nan")
     gaps = np.abs(np.nan_to_num(b["observed"] - b["mean_pred"]))
     return float((gaps * b["count"]).sum() / n)
+
+
+# ---------------------------------------------------------------------------------------
+# Absolute scores (regression on one or more targets)
+
+
+def _columns(values) -> np.ndarray:
+    """``(n,)`` or ``(n, targets)`` as a float ``(n, targets)`` matrix."""
+    a = np.asarray(values, dtype=float)
+    return a.reshape(len(a), -1)
+
+
+def rmse(y_true, y_pred) -> float:
+    """Root mean squared error over every cell (one target: the usual RMSE)."""
+    t, p = _columns(y_true), _columns(y_pred)
+    return float(np.sqrt(np.mean((t - p) ** 2)))
+
+
+def column_rmse(y_true, y_pred) -> np.ndarray:
+    """RMSE of each target column."""
+    t, p = _columns(y_true), _columns(y_pred)
+    return np.sqrt(np.mean((t - p) ** 2, axis=0))
+
+
+def mcrmse(y_true, y_pred) -> float:
+    """Mean column-wise RMSE (the FB3 competition metric): RMSE per target, then their mean."""
+    return float(column_rmse(y_true, y_pred).mean())
+
+
+def round_to_grid(values, step: float = 0.5, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Nearest multiple of ``step`` (FB3 scores: 0.5 steps), clipped to ``[low, high]``."""
+    grid = np.round(np.asarray(values, dtype=float) / step) * step
+    return np.clip(grid, low, high) if low is not None or high is not None else grid
+
+
+def qwk(y_true, y_pred, step: float = 0.5) -> float:
+    """Quadratic weighted kappa of one target after both sides are rounded to the label grid
+    (``step``); predictions are clipped to the range of the true labels first."""
+    from sklearn.metrics import cohen_kappa_score
+
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = round_to_grid(y_pred, step, t.min(), t.max()).ravel()
+    t_codes = np.round(round_to_grid(t, step) / step).astype(int)
+    p_codes = np.round(p / step).astype(int)
+    if len(np.unique(np.concatenate([t_codes, p_codes]))) < 2:
+        return float("nan")
+    return float(cohen_kappa_score(t_codes, p_codes, weights="quadratic"))
+
+
+def spearman(x, y) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()).statistic)
+
+
+def pearson(x, y) -> float:
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()).statistic)
+
+
+def absolute_summary(y_true, y_pred, names=None, step: float | None = 0.5) -> dict:
+    """``mcrmse``, ``rmse`` and per target ``rmse_<t>``, ``qwk_<t>`` (on the ``step`` grid;
+    skipped when ``step`` is None), ``spearman_<t>``, ``pearson_<t>``; ``n``."""
+    t, p = _columns(y_true), _columns(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"targets {t.shape} and predictions {p.shape} differ in shape")
+    names = list(names) if names is not None else [f"t{k}" for k in range(t.shape[1])]
+    out: dict = {"mcrmse": mcrmse(t, p), "rmse": rmse(t, p), "n": int(len(t))}
+    for k, name in enumerate(names):
+        out[f"rmse_{name}"] = float(column_rmse(t[:, k], p[:, k])[0])
+        if step is not None:
+            out[f"qwk_{name}"] = qwk(t[:, k], p[:, k], step)
+        out[f"spearman_{name}"] = spearman(t[:, k], p[:, k])
+        out[f"pearson_{name}"] = pearson(t[:, k], p[:, k])
+    return out
