@@ -212,6 +212,64 @@ class TrainConfig(Section):
         return self
 
 
+class GrpoConfig(Section):
+    """A generative judge trained with GRPO (``prefkit judge train``, TRL's ``GRPOTrainer``).
+
+    The policy is ``model`` (LoRA adapters from ``model.lora`` when enabled); the optimiser
+    settings come from ``train`` (``lr``, ``max_steps`` or ``epochs``, ``batch_size`` =
+    completions per device and step, ``grad_accum``, ``device``, ``mixed_precision``,
+    ``log_every_steps``), the pairs from ``data``. Each step's completions
+    (``batch_size * grad_accum``) hold whole groups of ``num_generations``, and with the
+    ``consistency`` reward whole pairs in both orders (2 groups)."""
+
+    num_generations: int = Field(default=4, ge=2)  # group size: completions per prompt
+    beta: float = Field(default=0.04, ge=0)  # KL coefficient to the starting policy (0: no reference pass)
+    max_prompt_length: int = Field(default=1024, ge=64)  # tokens; the pair's texts are cut head-tail to fit
+    max_completion_length: int = Field(default=256, ge=4)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    # reward name -> weight (prefkit.judge.rewards: correct, strength, format, consistency)
+    rewards: dict[str, float] = Field(default_factory=lambda: {"strength": 1.0, "format": 0.2, "consistency": 0.5})
+    # |preference_strength| -> weight of the strength reward (RM-Gallery's 1.0 / 0.7 / 0.3)
+    strength_weights: dict[int, float] = Field(default_factory=lambda: {0: 0.3, 1: 0.7, 2: 1.0})
+    both_orders: bool = True  # every pair asked as given and with A and B swapped
+    allow_tie: bool = True  # the template offers "tie" as a verdict
+    max_pairs: int | None = Field(default=None, ge=1)  # a seeded random subset of the training pairs
+    use_vllm: bool = False  # generate with vLLM (GPU, `pip install vllm`)
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    save_steps: int | None = Field(default=None, ge=1)  # also keep adapter checkpoints every this many steps
+    eval_samples: int = Field(default=4, ge=1)  # `judge evaluate`: sampled verdicts per pair and order
+    eval_temperature: float = Field(default=1.0, gt=0)
+    eval_smoothing: float = Field(default=0.5, gt=0)  # added to each verdict count before normalising
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value):
+        from prefkit.judge.rewards import REWARDS
+
+        if not value:
+            raise ValueError("name at least one reward")
+        for name in value:
+            one_of(name, list(REWARDS), "reward")
+        return value
+
+    @field_validator("strength_weights", mode="before")
+    @classmethod
+    def _integer_levels(cls, value):
+        # a saved config.yaml writes the levels as strings ('0': 0.3)
+        if isinstance(value, dict):
+            return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in value.items()}
+        return value
+
+    @field_validator("strength_weights")
+    @classmethod
+    def _some_weights(cls, value):
+        if not value or min(value) < 0:
+            raise ValueError("strength weights need at least one strength level >= 0")
+        return value
+
+
 class RunConfig(Section):
     name: str = "run"
     output_dir: str = "runs"
@@ -224,6 +282,7 @@ class RunConfig(Section):
     stack: StackConfig = Field(default_factory=StackConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)  # prefkit judge train / evaluate
 
     @property
     def run_dir(self) -> Path:
