@@ -270,6 +270,65 @@ class GrpoConfig(Section):
         return value
 
 
+class JudgeExample(Section):
+    """A worked example shown before the pair to judge (few-shot annotation)."""
+
+    prompt: str = ""
+    response_a: str
+    response_b: str
+    answer: Literal["first", "second", "tie"]
+
+
+class AnnotateConfig(Section):
+    """Zero/few-shot annotation of pairs by a local causal LM (``prefkit judge annotate``,
+    :mod:`prefkit.judge.annotate`): the pair shown in a prompt template (the tokenizer's chat
+    template applied when it has one), the verdict read from the next-token probabilities of
+    the option tokens, both orders asked and averaged. The model is ``model`` (a folder or
+    ``model.gguf_file``), the texts cut head-tail under ``render.max_length``."""
+
+    # responses: prompt + response A/B; texts: text 1/2 (document comparisons, no prompt);
+    # auto: texts when every prompt is empty; or a custom text with {response_a} and
+    # {response_b} (and {prompt}, {first_label}, {second_label}, {options}).
+    template: str = "auto"
+    system: str | None = None  # the system message (None: the template's own; "" for none)
+    labels: list[str] | None = None  # option texts of the first and second side (None: A/B, or 1/2 for texts)
+    tie: Literal["auto", "on", "off"] = "auto"  # offer a tie option; auto: when the labelled pairs hold ties
+    tie_label: str = "tie"
+    answer_prefix: str = ""  # text after the start of the answer, right before the option token
+    chat_template: Literal["auto", "off"] = "auto"  # auto: the tokenizer's chat template when it has one
+    examples: list[JudgeExample] = Field(default_factory=list)  # few-shot turns before the pair
+    both_orders: bool = True  # also ask with A and B swapped, and average
+    batch_size: int = Field(default=8, ge=1)  # pairs per forward pass (both orders together)
+    max_tokens: int | None = Field(default=None, ge=1)  # and at most this many padded tokens per batch
+    device: str = "auto"  # auto, cpu, cuda, cuda:<index>
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CUDA (weights: model.dtype)
+    max_rows: int | None = Field(default=None, ge=1)  # annotate only the first rows of each file
+    scores: bool = False  # also fit Bradley-Terry item scores from the annotations (scores/)
+    score_ties: Literal["davidson", "rao_kupper", "half"] = "davidson"
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value):
+        return [str(v) for v in value] if isinstance(value, list) else value  # YAML reads [1, 2] as numbers
+
+    @field_validator("labels")
+    @classmethod
+    def _two_labels(cls, value):
+        if value is not None and (len(value) != 2 or len({v.strip() for v in value}) != 2 or not all(v.strip() for v in value)):
+            raise ValueError("labels needs two different non-empty option texts (first side, second side)")
+        return value
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        return "no" if value is False else value  # YAML reads a bare `no` as false
+
+    @field_validator("tie", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class RunConfig(Section):
     name: str = "run"
     output_dir: str = "runs"
@@ -283,6 +342,7 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)  # prefkit judge train / evaluate
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)  # prefkit judge annotate
 
     @property
     def run_dir(self) -> Path:
