@@ -39,6 +39,11 @@ class DataConfig(Section):
     test: str | None = None
     sample_submission: str | None = None
     format: str = "kaggle"  # a pair format of prefkit.data.formats
+    # format "pairs": the file's column per key (prompt, a, b, label, id, model_a, model_b,
+    # weight) and the label coding ({a: 1, b: 2, tie: 0}; a list for several codes)
+    columns: dict[str, str] | None = None
+    labels: dict[str, str | int | list[str | int]] | None = None
+    seed: int | None = None  # format "preference": the coin that puts chosen on A or B
     max_train_rows: int | None = Field(default=None, ge=1)
 
     @field_validator("format")
@@ -47,6 +52,36 @@ class DataConfig(Section):
         from prefkit.data.formats import PAIR_FORMATS
 
         return one_of(value, PAIR_FORMATS, "pair format")
+
+    @field_validator("columns")
+    @classmethod
+    def _column_mapping(cls, value):
+        from prefkit.data.preference import parse_columns
+
+        return value if value is None else parse_columns(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_coding(cls, value):
+        from prefkit.data.preference import parse_labels
+
+        return value if value is None else {k: list(v) for k, v in parse_labels(value).items()}
+
+    @model_validator(mode="after")
+    def _options_of_the_format(self):
+        from prefkit.data.formats import FORMATS
+
+        for name in ("columns", "labels", "seed"):
+            if getattr(self, name) is not None and name not in FORMATS[self.format].options:
+                takers = ", ".join(f.name for f in FORMATS.values() if name in f.options)
+                raise ValueError(f"{name} is for data.format {takers}, not {self.format!r}")
+        return self
+
+    def reader_options(self) -> dict:
+        """The options this section gives the reader of ``format``."""
+        from prefkit.data.formats import FORMATS
+
+        return {k: getattr(self, k) for k in FORMATS[self.format].options if getattr(self, k, None) is not None}
 
 
 class FoldConfig(Section):

@@ -299,6 +299,7 @@ OUTPUT_SIGNATURES: dict[str, Callable[[Path], bool]] = {
     "submission": lambda p: _first_line(p) == "id,winner_model_a,winner_model_b,winner_tie",
     "fold_map": _is_fold_map,
     "pairs": lambda p: _is_prefkit_parquet(p, "pairs"),
+    "items": lambda p: _first_line(p).startswith("id,prompt,text,") or _is_prefkit_parquet(p, "items"),
     "features": lambda p: _is_prefkit_parquet(p, "features"),
 }
 

@@ -12,6 +12,28 @@ from prefkit.data.formats import FORMATS, get_format
 from prefkit.errors import InputError
 
 
+ColumnsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--columns",
+        help="pairs: the file's columns, e.g. prompt=input,a=output_1,b=output_2,label=label (also id, model_a, model_b, weight).",
+    ),
+]
+LabelsOpt = Annotated[
+    Optional[str], typer.Option("--labels", help="pairs: label coding, e.g. a=1,b=2,tie=0 (several codes: tie=tie|tie (bothbad)).")
+]
+
+
+def reader_options(spec, **given) -> dict:
+    """The reader options given on the command line; one that ``spec`` does not take is an error."""
+    options = {k: v for k, v in given.items() if v is not None}
+    for name in options:
+        if name not in spec.options:
+            flag = name.removesuffix("_path").replace("_", "-")
+            raise InputError(f"--{flag} is not an option of format {spec.name!r}")
+    return options
+
+
 @app.command("read")
 def read(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"One of: {', '.join(FORMATS)}.", show_default=False)],
@@ -31,6 +53,9 @@ def read(
         Optional[str], typer.Option("--docs", help="comparisons: the document table (default: docs.csv* beside PATH).")
     ] = None,
     aggregate: Annotated[bool, typer.Option("--aggregate/--no-aggregate", help="votes: one row per pair (vote shares) or per vote.")] = True,
+    columns: ColumnsOpt = None,
+    labels: LabelsOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="preference: seed of the coin that puts chosen on A or B.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an --out file that is not a table prefkit wrote.")] = False,
 ) -> None:
     """Read FORMAT data from PATH, validate it against the schema and print a summary."""
@@ -39,6 +64,7 @@ def read(
         raise InputError(f"--on-bad-row must be 'error' or 'skip', got {on_bad_row!r}")
     if docs is not None and "docs_path" not in spec.options:
         raise InputError(f"--docs is for document comparisons, not format {fmt!r}")
+    given = reader_options(spec, columns=columns, labels=labels, seed=seed)
     if out is not None:  # before reading: a refused --out costs nothing
         from prefkit.rundir import check_output_path
 
@@ -47,8 +73,8 @@ def read(
 
     from prefkit.data import get_report
 
-    given = {"aggregate": aggregate, "docs_path": docs}
-    table, items = spec.read(path, on_bad_row=on_bad_row, **{k: v for k, v in given.items() if k in spec.options})
+    given.update({k: v for k, v in {"aggregate": aggregate, "docs_path": docs}.items() if k in spec.options})
+    table, items = spec.read(path, on_bad_row=on_bad_row, **given)
 
     for line in summary_lines(table, get_report(table)):
         typer.echo(line)
@@ -114,10 +140,48 @@ def _items_path(out: str) -> str:
     return str(Path(out).with_name(Path(out).stem + "_items.parquet"))
 
 
-def _write(table, out: str) -> None:
+def _write(table, out: str, kind: str = "pairs") -> None:
+    """Parquet marked as prefkit's ``kind``; a ``.csv`` path as CSV (item tables)."""
+    from prefkit.atomic import atomic_path
     from prefkit.rundir import atomic_write_parquet
 
     try:
-        atomic_write_parquet(table, out, kind="pairs")
+        if out.lower().endswith(".csv"):
+            with atomic_path(out) as tmp:
+                table.to_csv(tmp, index=False)
+        else:
+            atomic_write_parquet(table, out, kind=kind)
     except OSError as err:
         raise InputError(f"cannot write: {err.strerror or err}", file=out) from None
+
+
+@app.command("unpair")
+def unpair_command(
+    path: Annotated[str, typer.Argument(help="Pair file in FORMAT (a .parquet pair table by default).", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Item table to write: .csv or .parquet.", show_default=False)],
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="Pair format of PATH (default: parquet for a .parquet file, else kaggle).")
+    ] = None,
+    columns: ColumnsOpt = None,
+    labels: LabelsOpt = None,
+    docs: Annotated[Optional[str], typer.Option("--docs", help="comparisons: the document table.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an --out file that is not an item table prefkit wrote.")] = False,
+) -> None:
+    """Turn pairs into items: one row per distinct (prompt, text) with an item id and its
+    counts of pairs, wins, losses and ties (the input of item scorers)."""
+    from prefkit.data.preference import unpair
+    from prefkit.rundir import check_output_path
+
+    if fmt is None:
+        fmt = "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "kaggle"
+    spec = get_format(fmt, "pairs")
+    if Path(out).suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--out must end in .csv or .parquet (got {out!r})")
+    check_output_path(out, [path, docs], kind="items", force=force)
+    pairs = spec.read(path, **reader_options(spec, columns=columns, labels=labels, docs_path=docs)).table
+    items = unpair(pairs)
+    _write(items, out, kind="items")
+    per_item = items["n_pairs"]
+    typer.echo(f"items: {len(items)} from {len(pairs)} pairs; pairs per item: mean {per_item.mean():.2f}, max {per_item.max()}")
+    typer.echo(f"wrote {out}")
+

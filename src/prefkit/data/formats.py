@@ -54,11 +54,17 @@ FORMATS: dict[str, InputFormat] = {
     for f in (
         InputFormat("kaggle", "pairs", "kaggle.read_kaggle", "LMSYS arena CSV (or a folder in the Kaggle layout: its train file)"),
         InputFormat("jsonl", "pairs", "readers.read_pairwise_jsonl", "pairwise JSON lines: prompt, response_a, response_b, label"),
-        InputFormat("rm_gallery", "pairs", "readers.read_rm_gallery", "RM-Gallery preference records (JSON lines)"),
+        InputFormat("rm_gallery", "pairs", "readers.read_rm_gallery", "RM-Gallery chat-style preference records (Parquet or JSON lines)"),
         InputFormat("alpaca_eval", "pairs", "readers.read_alpaca_eval", "AlpacaEval annotations (JSON)"),
         InputFormat("votes", "pairs", "readers.read_votes", "one row per vote; aggregated to vote shares per pair", ("aggregate",)),
         InputFormat(
             "comparisons", "pairs", "readers.read_comparisons", "crowd comparisons of documents (+ the document table)", ("docs_path",)
+        ),
+        InputFormat(
+            "preference", "pairs", "preference.read_preference", "prompt/chosen/rejected (TRL, UltraFeedback, HH-RLHF)", ("seed",)
+        ),
+        InputFormat(
+            "pairs", "pairs", "preference.read_column_pairs", "any pair table through --columns and --labels", ("columns", "labels")
         ),
         InputFormat("parquet", "pairs", "readers.read_pairs_parquet", "a pair table as `prefkit read --out x.parquet` writes it"),
         InputFormat("fb3_ell", "items", "readers.read_fb3_ell", "Feedback Prize ELL essays with six analytic scores"),

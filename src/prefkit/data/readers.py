@@ -14,7 +14,9 @@ Choices worth knowing:
   source's response order, so only the magnitude is used, the side comes from
   ``metadata.preferred``): by default a **sample weight** ``|strength|`` for A/B rows
   (ties and rows without a strength weigh 1). ``strength="soft"`` makes it a soft label
-  instead (winner ``0.5 + |s| / 6``, loser the rest, clipped to 1), ``"ignore"`` drops it.
+  instead (winner ``0.5 + |s| / 6``, loser the rest, clipped to 1), ``"ignore"`` leaves
+  weights and labels alone. The raw value stays in the ``preference_strength`` column
+  (NaN where a record has none) whenever the file has one, for strength-weighted rewards.
 * **RM-Gallery multi-turn input.** User messages become prompt turns; an assistant
   message between two user turns is shared history and becomes the earlier turn of
   *both* responses (``response_a = [history..., answer_a]``), keeping turn alignment.
@@ -349,6 +351,7 @@ def read_rm_gallery(path: str | Path, *, on_bad_row: str = "error", strength: st
 
     parsed = []
     any_label = False
+    any_strength = False  # keep preference_strength as a column when the file has one
     for row, rec in records:
         if not isinstance(rec, dict):
             ctx.bad("not_an_object", "expected a record (object)", row=row)
@@ -379,14 +382,13 @@ def read_rm_gallery(path: str | Path, *, on_bad_row: str = "error", strength: st
         any_label = any_label or label is not None
         weight = 1.0
         s = meta.get("preference_strength") if isinstance(meta, dict) else None
+        raw_strength = as_number(s) if s is not None else math.nan
+        if s is not None and not math.isfinite(raw_strength):
+            ctx.bad("strength_invalid", "preference_strength is not a number", row=row, column="metadata.preference_strength")
+            continue
+        any_strength = any_strength or s is not None
         if label is not None and label is not TIE and strength != "ignore" and s is not None:
-            try:
-                s = abs(float(s))
-            except (TypeError, ValueError):
-                s = math.nan
-            if not math.isfinite(s):
-                ctx.bad("strength_invalid", "preference_strength is not a number", row=row, column="metadata.preference_strength")
-                continue
+            s = abs(raw_strength)
             if s > 0:
                 if strength == "weight":
                     weight = s
@@ -395,10 +397,10 @@ def read_rm_gallery(path: str | Path, *, on_bad_row: str = "error", strength: st
                     label = [win, 1 - win, 0.0] if label is A else [1 - win, win, 0.0]
         uid = rec.get("unique_id", rec.get("id"))
         id_ = ctx.clean(str(uid)) if uid is not None and str(uid) != "" else str(row)
-        parsed.append((row, id_, prompts, history + [answers[0]], history + [answers[1]], label, weight))
+        parsed.append((row, id_, prompts, history + [answers[0]], history + [answers[1]], label, weight, raw_strength))
 
     keep = []
-    for row, *_rest, label, _w in parsed:
+    for row, *_rest, label, _w, _s in parsed:
         if any_label and label is None:
             ctx.bad("label_missing", "label missing (no metadata.preferred)", row=row, column="metadata.preferred")
             keep.append(False)
@@ -413,6 +415,7 @@ def read_rm_gallery(path: str | Path, *, on_bad_row: str = "error", strength: st
         [p[4] for p in sel],
         labels=np.array([p[5] for p in sel]) if any_label and sel else None,
         weights=[p[6] for p in sel],
+        **({"preference_strength": [p[7] for p in sel]} if any_strength else {}),
     )
     return ctx.finish(pairs, n_read, validate=validate_pairs)
 

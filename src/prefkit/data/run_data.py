@@ -19,8 +19,9 @@ def load_run_data(cfg) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         test_path = test_path or (str(found.test) if found.test else None)
     if not train_path:
         raise InputError("no training data: set data.dir (Kaggle layout) or data.train")
-    train = read_pairs(train_path, cfg.data.format)
+    options = cfg.data.reader_options()
+    train = read_pairs(train_path, cfg.data.format, **options)
     if cfg.data.max_train_rows and len(train) > cfg.data.max_train_rows:
         train = train.iloc[: cfg.data.max_train_rows].reset_index(drop=True)
-    test = read_pairs(test_path, cfg.data.format) if test_path else None
+    test = read_pairs(test_path, cfg.data.format, **options) if test_path else None
     return train, test
