@@ -159,6 +159,12 @@ class ModelConfig(Section):
     # random: the architecture of name_or_path's config.json with fresh weights (speed
     # measurements of large models whose weights are not at hand); the tokenizer still loads.
     init: Literal["pretrained", "random"] = "pretrained"
+    # Warm start from a checkpoint prefkit wrote for another task (runs/<r>/fold_<k>/checkpoint):
+    # its backbone (and LoRA adapters) load into the new model, a head of another shape starts
+    # afresh. warm: go on training the same weights (adapters included); stack: merge the
+    # stage-1 adapters into the backbone and train fresh adapters on top (model.lora.enabled).
+    init_from: str | None = None
+    init_mode: Literal["warm", "stack"] = "warm"
 
     @field_validator("head")
     @classmethod
@@ -176,6 +182,29 @@ class ModelConfig(Section):
         if (self.load_in_4bit or self.load_in_8bit) and not self.lora.enabled:
             raise ValueError("4-bit/8-bit loading trains adapters only: set lora.enabled=true")
         return self
+
+
+class ScorerConfig(Section):
+    """The Siamese item scorer (``task: item_scorer``): s(prompt, item), P(A beats B) from
+    s(A) - s(B). ``ties``: ``davidson`` (P(tie) = nu sqrt(pA pB) / (pA + pB + nu sqrt(pA pB)),
+    nu learned per pair from the head unless ``tie_nu`` fixes it) or ``half`` (Bradley-Terry,
+    a tie is half a win; ``tie_nu`` then only splits predictions into three columns, none: no
+    tie predicted). ``margin``: use a ``margin`` column when the table has one (as TRL).
+    ``center_rewards_coefficient``: + coef * mean((s_A + s_B)^2) (as TRL)."""
+
+    ties: Literal["davidson", "half"] = "davidson"
+    tie_nu: float | None = Field(default=None, gt=0)
+    margin: bool = True
+    center_rewards_coefficient: float = Field(default=0.0, ge=0)
+    with_prompt: bool = True  # score s(prompt, item); false: s(item) alone
+
+
+class RegressionConfig(Section):
+    """The text regressor (``task: regression``): one text column -> the named target columns."""
+
+    text_column: str = "text"
+    targets: list[str] = Field(default_factory=lambda: ["target"], min_length=1)
+    label_step: float | None = Field(default=None, gt=0)  # QWK after rounding to this grid (FB3: 0.5)
 
 
 class TrainConfig(Section):
@@ -244,6 +273,41 @@ class TrainConfig(Section):
     def _packing_needs_budget(self):
         if self.packing == "on" and self.max_tokens is None:
             raise ValueError("packing=on needs max_tokens (the token budget of a pack)")
+        return self
+
+
+class InferConfig(Section):
+    """Inference (``prefkit predict``, a Kaggle kernel; :mod:`prefkit.infer.predict`). Batch sizes,
+    the token budget of length-sorted batches and swap TTA stay where training evaluation reads
+    them: ``train.eval_batch_size``, ``train.eval_max_tokens``, ``train.tta_swap``."""
+
+    # auto: as trained (model.dtype, train.mixed_precision); fp16/bf16/fp32: weights cast to it
+    # (bf16 is refused on a GPU without bf16, e.g. a T4: use fp16)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # auto: as trained (a QLoRA base 4/8-bit on a GPU); none: unquantised; 8bit/4bit: bitsandbytes (CUDA)
+    quantize: Literal["auto", "none", "8bit", "4bit"] = "auto"
+    devices: list[str] | None = None  # one model copy per device, e.g. [cuda:0, cuda:1]; None: one copy
+    # split: batches shared among the copies; swap: the original order on even copies, the
+    # A/B-swapped order (swap TTA) on odd ones, at the same time
+    multi_device: Literal["split", "swap"] = "split"
+    max_length: int | None = Field(default=None, ge=32)  # render.max_length at inference (None: as trained)
+    fold_average: Literal["predictions", "weights"] = "predictions"  # several checkpoints: mean of outputs, or of weights
+    fixed_outputs: bool = True  # empty / identical responses get the training data's label rates (fixed_outputs.json)
+
+    @field_validator("multi_device", "precision", "quantize", mode="before")
+    @classmethod
+    def _yaml_words(cls, value):
+        return {False: "none"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        return [d.strip() for d in value.split(",") if d.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _swap_needs_two(self):
+        if self.multi_device == "swap" and len(self.devices or []) < 2:
+            raise ValueError("multi_device=swap needs at least two devices (infer.devices)")
         return self
 
 
@@ -376,6 +440,8 @@ class RunConfig(Section):
     stack: StackConfig = Field(default_factory=StackConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)  # prefkit judge train / evaluate
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)  # prefkit judge annotate
 
@@ -389,6 +455,17 @@ class RunConfig(Section):
         from prefkit.tasks import TASKS
 
         return one_of(value, sorted(TASKS), "task")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _texts_have_no_sides(cls, tree):
+        # a regression row is one text: nothing to swap (an explicit swap is refused)
+        if isinstance(tree, dict) and tree.get("task") == "regression":
+            train = dict(tree.get("train") or {})
+            if train.get("swap", "off") not in ("off", False):
+                raise ValueError("task regression scores single texts: train.swap must be off")
+            tree = {**tree, "train": {**train, "swap": "off"}}
+        return tree
 
     @model_validator(mode="after")
     def _fp16_needs_fp32_weights(self):

@@ -31,14 +31,15 @@ def train_transformer_cmd(config: ConfigOpt = None, overrides: OverridesArg = No
     folds = folds_for(cfg, pairs)
     result = train_folds(cfg, pairs, folds, test_table=test)
     if result is not None:
-        metric = get_task(cfg.task).metric.replace("_", " ")
+        metric = get_task(cfg.task, cfg).metric.replace("_", " ")
         typer.echo(f"OOF {metric} {result.oof_metric:.4f} ({len(result.oof)} rows) -> {result.run_dir}")
 
 
 @app.command("predict")
 def predict_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint folder (runs/<name>/fold_<k>/checkpoint).", show_default=False)],
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint folder (runs/<name>/fold_<k>/checkpoint), or a run folder: all its folds' checkpoints, averaged as infer.fold_average says.", show_default=False)],
     data: Annotated[str, typer.Argument(help="Pairs to predict: a Kaggle CSV (or a file in --format).", show_default=False)],
+    overrides: OverridesArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Prediction CSV to write (id, p_a, p_b, p_tie, model, fold).")] = "preds.csv",
     fmt: Annotated[str, typer.Option("--format", help="Data format (as data.format).")] = "kaggle",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default: the checkpoint's train.eval_batch_size.")] = None,
@@ -47,16 +48,26 @@ def predict_cmd(
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the output (default: the run name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out that prefkit did not write.")] = False,
 ) -> None:
-    """Predict DATA with a saved CHECKPOINT (no training code is loaded)."""
+    """Predict DATA with a saved CHECKPOINT (no training code is loaded).
+
+    Overrides set the inference options (infer.precision=fp16, infer.quantize=8bit,
+    infer.devices=cuda:0,cuda:1 infer.multi_device=swap, infer.max_length=1024,
+    infer.fold_average=weights, infer.fixed_outputs=false, train.eval_max_tokens=32768)."""
     if not Path(checkpoint).is_dir():
         raise InputError("checkpoint folder not found", file=checkpoint)
     from prefkit.data import read_pairs
-    from prefkit.infer.predict import predict_file
+    from prefkit.infer.predict import checkpoint_config, predict_file
     from prefkit.models.checks import check_checkpoint, check_device
     from prefkit.rundir import check_output_path
 
-    check_checkpoint(checkpoint)  # before reading the data: a broken checkpoint is one line naming the file
+    from prefkit.models.transformer import CHECKPOINT_META
+
+    folds = sorted(Path(checkpoint).glob("fold_*/checkpoint"))  # a run folder: every fold's checkpoint
+    checkpoints = folds if folds and not (Path(checkpoint) / CHECKPOINT_META).exists() else [Path(checkpoint)]
+    for ckpt in checkpoints:
+        check_checkpoint(ckpt)  # before reading the data: a broken checkpoint is one line naming the file
+    checkpoint_config(checkpoints[0], overrides)  # a bad override: one line before any work
     device = check_device(device) if device else None
     check_output_path(out, [data, checkpoint], kind="predictions", force=force)
     pairs = read_pairs(data, fmt)
-    predict_file(checkpoint, pairs, out, model_name=name, device=device, batch_size=batch_size, tta_swap=tta)
+    predict_file(checkpoints, pairs, out, model_name=name, overrides=overrides, device=device, batch_size=batch_size, tta_swap=tta)

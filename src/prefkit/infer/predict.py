@@ -214,7 +214,7 @@ class Predictor:
 
         self.ckpt_dir = Path(ckpt_dir)
         self.model, self.tokenizer, self.cfg = load_checkpoint(self.ckpt_dir, device=device)
-        self.task = get_task(self.cfg.task)
+        self.task = get_task(self.cfg.task, self.cfg)
         self.device = model_device(self.model)
         self.renderer = self.task.renderer(self.tokenizer, self.cfg.render)
         self.tta_swap = self.cfg.train.tta_swap if tta_swap is None else tta_swap
@@ -226,6 +226,21 @@ class Predictor:
         self.train_cfg = tc
         self.packed = use_packing(tc, self.model)
         prepare_model(self.model, self.device, tc.mixed_precision, self.packed)
+
+    def outputs(self, seqs, progress: bool = False, desc: str = "predict") -> np.ndarray:
+        """Raw outputs (rows, head outputs) of single token id sequences, one per row and no
+        task combine (an item scorer's s(x) per text)."""
+        return predict_outputs(
+            self.model,
+            seqs,
+            self.tokenizer.pad_token_id,
+            inference_plan(self.train_cfg, row_lengths(seqs), self.packed),
+            device=self.device,
+            mixed_precision=self.train_cfg.mixed_precision,
+            pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
+            progress=progress,
+            desc=desc,
+        )
 
     def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
         encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)

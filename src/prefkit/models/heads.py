@@ -29,10 +29,28 @@ def scalar() -> HeadSpec:
     return HeadSpec("scalar", 1, "regression", ("score",))
 
 
-HEADS = {"pair3": pair3, "scalar": scalar}
+def scalar_tie() -> HeadSpec:
+    """A score and a tie logit per input: a Davidson item scorer's s(x) and its share of the
+    pair's log tie parameter (log nu of a pair: the mean of its two items', symmetric)."""
+    return HeadSpec("scalar_tie", 2, "regression", ("score", "tie"))
+
+
+def regression(num_targets: int = 1) -> HeadSpec:
+    """One unbounded output per target (text regression: essay traits, readability)."""
+    return HeadSpec("regression", num_targets, "regression", tuple(f"target_{k}" for k in range(num_targets)))
+
+
+HEADS = {"pair3": pair3, "scalar": scalar, "scalar_tie": scalar_tie, "regression": regression}
 
 
 def head_spec(name: str) -> HeadSpec:
+    """The head called ``name``; ``name:N`` for a head of N outputs (``regression:6``)."""
     from prefkit.config import one_of
 
-    return HEADS[one_of(name, sorted(HEADS), "head")]()
+    base, _, count = name.partition(":")
+    make = HEADS[one_of(base, sorted(HEADS), "head")]
+    if not count:
+        return make()
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"head {name!r}: the output count after ':' must be a positive integer")
+    return make(int(count))

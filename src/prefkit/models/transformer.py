@@ -348,18 +348,22 @@ def _check_adapter_saved(path: Path) -> None:
             raise RuntimeError(f"{path}: the adapter checkpoint holds no LoRA weights (names not matched when saving)")
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state_dict: dict | None = None) -> Path:
+def save_checkpoint(model, tokenizer, out_dir: str | Path, cfg: RunConfig, state_dict: dict | None = None,
+                    extra_files: dict[str, str] | None = None) -> Path:  # fmt: skip
     """Write ``model`` (unwrapped), ``tokenizer`` and ``cfg`` to ``out_dir``, replacing it whole.
 
     LoRA models save the adapter and the head only (``format: lora``) and name their base
     model; other models save all weights (``format: full``). ``state_dict`` is for
-    sharded (FSDP) training, where the caller gathers the full state first.
+    sharded (FSDP) training, where the caller gathers the full state first. ``extra_files``:
+    more text files by name, written inside the same atomic replacement (``fixed_outputs.json``).
     """
     from prefkit.atomic import atomic_directory
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
         _write_checkpoint(model, tokenizer, tmp, cfg, state_dict)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
     return out_dir
 
 
@@ -383,7 +387,7 @@ def _write_checkpoint(model, tokenizer, tmp: Path, cfg: RunConfig, state_dict: d
         "base_model_abs": str(Path(base).resolve()) if Path(base).exists() else None,
         "gguf_file": cfg.model.gguf_file,
         "task": cfg.task,
-        "head": cfg.model.head or get_task(cfg.task).head,
+        "head": cfg.model.head or get_task(cfg.task, cfg).head,
         "num_labels": int(model.config.num_labels),
         "pad_token_id": tokenizer.pad_token_id,
     }
@@ -406,11 +410,28 @@ def _base_source(meta: dict) -> str:
     return meta["base_model"]
 
 
-def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = None, quantize: bool | None = None):
+def _inference_quantization(quantize, trained: ModelConfig, device: torch.device) -> tuple[bool, bool]:
+    """(load_in_4bit, load_in_8bit) at inference: ``quantize`` None/True/"auto" as trained
+    (only on a GPU), False/"none" unquantised, "4bit"/"8bit" as asked."""
+    if quantize in (None, True, "auto"):
+        on_gpu = device.type == "cuda" and quantize is not False
+        return trained.load_in_4bit and on_gpu, trained.load_in_8bit and on_gpu
+    if quantize in (False, "none"):
+        return False, False
+    if quantize not in ("4bit", "8bit"):
+        raise ConfigError(f"quantize must be auto, none, 4bit or 8bit, not {quantize!r}")
+    return quantize == "4bit", quantize == "8bit"
+
+
+def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = None, quantize: bool | str | None = None,
+                    dtype: str | None = None):  # fmt: skip
     """(model, tokenizer, cfg) from a checkpoint folder, in eval mode on ``device``.
 
-    ``quantize``: load a LoRA checkpoint's base model 4/8-bit as trained (default: only
-    when a GPU is there; on a CPU the base loads unquantised).
+    ``quantize``: the weights 4/8-bit through bitsandbytes (``"4bit"``, ``"8bit"``; a CUDA
+    device), ``"none"``/False unquantised, None/``"auto"``: a LoRA checkpoint's base as
+    trained when a GPU is there (on a CPU unquantised). ``dtype``: the weights' dtype
+    (``float16``, ``bfloat16``, ``float32``; also the compute dtype of 4-bit layers and the
+    dtype of the layers 8-bit loading leaves unquantised); None: as trained.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -424,22 +445,27 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = No
     if tokenizer.pad_token_id is None:
         ensure_pad_token(tokenizer)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if quantize is None:
-        quantize = device.type == "cuda"
+    in_4bit, in_8bit = _inference_quantization(quantize, cfg.model, device)
+    # model_copy does not validate: quantised loading of a full checkpoint needs no LoRA here
+    load_cfg = cfg.model.model_copy(update={"load_in_4bit": in_4bit, "load_in_8bit": in_8bit, "dtype": dtype or cfg.model.dtype})
+    device_map = {"": device.index or 0} if (in_4bit or in_8bit) else None
     if meta["format"] == "full":
-        model = AutoModelForSequenceClassification.from_pretrained(ckpt_dir, dtype=torch_dtype(cfg.model.dtype))
-        model.to(device)
+        kwargs: dict = {"dtype": torch_dtype(load_cfg.dtype)}
+        quant = _quantization_config(load_cfg)
+        if quant is not None:
+            kwargs.update(quantization_config=quant, device_map=device_map)
+        model = AutoModelForSequenceClassification.from_pretrained(ckpt_dir, **kwargs)
+        if quant is None:
+            model.to(device)
     else:
         from peft import PeftModel
 
         updates = {"name_or_path": _base_source(meta), "lora": cfg.model.lora.model_copy(update={"enabled": False})}
-        if not quantize:
-            updates.update(load_in_4bit=False, load_in_8bit=False)
-        base_cfg = cfg.model.model_copy(update=updates)
-        base = load_backbone(base_cfg, meta.get("head", "pair3"), pad_token_id=tokenizer.pad_token_id)
+        base_cfg = load_cfg.model_copy(update=updates)
+        base = load_backbone(base_cfg, meta.get("head", "pair3"), pad_token_id=tokenizer.pad_token_id, device_map=device_map)
         model = PeftModel.from_pretrained(base, ckpt_dir)
-        if not (base_cfg.load_in_4bit or base_cfg.load_in_8bit):
-            model.to(device)
+        if not (in_4bit or in_8bit):
+            model.to(device=device, dtype=torch_dtype(load_cfg.dtype))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer, cfg

@@ -15,16 +15,21 @@ a new one) and a config entry (``task: <name>``). Import-light: no torch at impo
 from __future__ import annotations
 
 from prefkit.tasks.base import Encoded, Task
+from prefkit.tasks.item_scorer import ItemScorer
 from prefkit.tasks.pair3 import PairClassification
+from prefkit.tasks.regression import TextRegression
 
 TASKS: dict[str, type[Task]] = {
     PairClassification.name: PairClassification,
+    ItemScorer.name: ItemScorer,
+    TextRegression.name: TextRegression,
 }
 
 
-def get_task(name: str) -> Task:
-    """The task registered as ``name`` (validated in the config, so a KeyError is a bug)."""
-    return TASKS[name]()
+def get_task(name: str, cfg=None) -> Task:
+    """The task registered as ``name`` (validated in the config, so a KeyError is a bug),
+    set up by the run config ``cfg`` (its task section; defaults when None)."""
+    return TASKS[name](cfg)
 
 
 __all__ = ["TASKS", "Encoded", "Task", "get_task"]

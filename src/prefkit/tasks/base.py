@@ -67,6 +67,17 @@ class Task:
     loss: str = ""
     metric: str = ""
     output_columns: tuple[str, ...] = ()
+    config_section: str | None = None  # the run config's section of this task's own settings (in the fingerprint)
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg  # the run's RunConfig (None: the task's defaults)
+
+    def loss_function(self, name: str):
+        """The training loss called ``name`` (:data:`prefkit.train.losses.LOSSES`), with the
+        task's settings bound."""
+        from prefkit.train.losses import LOSSES
+
+        return LOSSES[name]
 
     # -- inputs ----------------------------------------------------------------------------
     def renderer(self, tokenizer, render_cfg):

@@ -54,7 +54,6 @@ from prefkit.text.batching import collate_ids
 from prefkit.train import state as fold_state
 from prefkit.train.batches import TrainItems, epoch_batches, epoch_seed, shard_batches, training_items
 from prefkit.train.fingerprint import fingerprint_changes, fold_fingerprint
-from prefkit.train.losses import LOSSES
 
 logger = logging.getLogger("prefkit.train")
 
@@ -220,6 +219,17 @@ class FoldResult:
     evals: list = field(default_factory=list)  # as in done.json
 
 
+def fixed_outputs_files(train_table: pd.DataFrame) -> dict[str, str]:
+    """``fixed_outputs.json`` for a fold's checkpoint (:mod:`prefkit.infer.fixed`): the label
+    rates of its training pairs with identical or empty responses; none for tables without
+    pair labels."""
+    from prefkit.infer.fixed import FIXED_OUTPUTS_FILE, FixedOutputs
+
+    if not {"response_a", "response_b", "p_a", "p_b", "p_tie"} <= set(train_table.columns):
+        return {}
+    return {FIXED_OUTPUTS_FILE: FixedOutputs.from_table(train_table).to_json()}
+
+
 class FoldTrainer:
     """One fold, from building the model to ``done.json``: :meth:`run` calls the pieces in order."""
 
@@ -236,11 +246,12 @@ class FoldTrainer:
         self.item_lengths = self.items.lengths
         self.val = data.encoded.subset(self.val_rows)
         self.pad_id = data.tokenizer.pad_token_id
-        self.loss_fn = LOSSES[self.tc.loss or self.task.loss]
+        self.loss_fn = self.task.loss_function(self.tc.loss or self.task.loss)
         self.best_val: np.ndarray | None = None
         self.best_sharded: dict | None = None  # FSDP: the best trainable weights, gathered on the main process
         self._epoch: tuple[int, list] | None = None
         self._since_eval = [0.0, 0]  # training loss sum and micro-batches since the last evaluation
+        self.checkpoint_files = fixed_outputs_files(data.table.iloc[self.train_rows])
 
     # -- model, optimizer, schedule ---------------------------------------------------------
     def build(self) -> None:
@@ -352,7 +363,8 @@ class FoldTrainer:
                 if self.packed:  # the classifier's own names, without PackedClassifier's "model."
                     state = {name.removeprefix("model."): v for name, v in state.items()}
             if self.acc.is_main_process:
-                save_checkpoint(self.saved_classifier(), self.data.tokenizer, self.ckpt_dir, self.cfg, state_dict=state)
+                save_checkpoint(self.saved_classifier(), self.data.tokenizer, self.ckpt_dir, self.cfg, state_dict=state,
+                                extra_files=self.checkpoint_files)  # fmt: skip
             self.acc.wait_for_everyone()
         else:
             progress.bad_evals += 1
@@ -644,7 +656,7 @@ def train_folds(
         raise InputError(f"{len(fold_ids)} fold ids for {len(table)} rows")
     from prefkit.models.transformer import check_model_sources
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg)
     check_model_sources(cfg.model)
     accelerator = accelerator or make_accelerator(cfg.train)
     run_dir = cfg.run_dir

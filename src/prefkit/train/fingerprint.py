@@ -42,6 +42,11 @@ def fold_fingerprint(cfg: RunConfig, ids, encoded: Encoded, train_rows: np.ndarr
         "train": {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _TRAIN_KEYS_IGNORED},
         "folds": cfg.folds.model_dump(mode="json"),
     }
+    from prefkit.tasks import TASKS
+
+    own = TASKS[cfg.task].config_section  # the task's own settings (scorer.*, regression.*)
+    if own is not None:
+        sections[own] = getattr(cfg, own).model_dump(mode="json")
     flat = {"task": cfg.task, "seed": cfg.seed}
     for section, values in sections.items():
         for key, value in _flatten(values):
