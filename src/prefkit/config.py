@@ -440,6 +440,7 @@ class RunConfig(Section):
     stack: StackConfig = Field(default_factory=StackConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)  # prefkit judge train / evaluate

@@ -123,6 +123,48 @@ def as_packed_forward(model):
     return packing.PackedClassifier(model)
 
 
+def _process_share(batches: list, sharding: Sharding) -> list[tuple[list[int], bool]]:
+    """This process's batches, each with whether it counts: every process runs the same number
+    of passes (a spare pass repeats the last batch and is dropped), as FSDP needs."""
+    rounds = math.ceil(len(batches) / sharding.num_processes)
+    share = []
+    for r in range(rounds):
+        j = sharding.process_index + r * sharding.num_processes
+        share.append((batches[j], True) if j < len(batches) else (batches[-1], False))
+    return share
+
+
+def _copy_context(device: torch.device):
+    """A CUDA copy's thread works on its own GPU (kernels that use the current device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _run_share(model, share, seqs, pad_id: int, device, plan: BatchPlan, *, per_row: int, combine, pad_to, min_seqlen: int,
+               pad_to_multiple_of: int, mixed_precision: str, bar) -> list:  # fmt: skip
+    """(rows, outputs) of the counted batches of ``share`` on one model copy."""
+    device = torch.device(device) if device is not None else model_device(model)
+    if plan.packed:
+        model = as_packed_forward(model)
+    was_training = model.training
+    model.eval()
+    results = []
+    with torch.no_grad(), _copy_context(device), autocast_context(device, mixed_precision):
+        for rows, counts in share:
+            logits = forward(model, rows_seqs(seqs, rows, per_row), pad_id, device, plan.packed, pad_to, min_seqlen, pad_to_multiple_of).numpy()
+            if counts:
+                results.append((rows, logits if combine is None else combine(logits)))
+                if bar is not None:
+                    bar.update(len(rows))
+    if was_training:
+        model.train()
+    return results
+
+
+def model_copies(model) -> list:
+    """``model`` as a list of copies (a list given is kept)."""
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
 @torch.no_grad()
 def predict_outputs(
     model,
@@ -143,6 +185,9 @@ def predict_outputs(
 ) -> np.ndarray:
     """(rows, num_outputs) raw outputs of ``seqs`` in their order (see module doc).
 
+    ``model``: one model, or a list of copies on several devices (``infer.devices``): the
+    length-sorted batches are dealt out among them in turn (similar work per copy), each copy
+    in its own thread, on its own device (``device`` is then each copy's own).
     ``per_row`` sequences make a row (adjacent, batched together); ``combine`` maps a batch's
     outputs per sequence to outputs per row (a task's :meth:`~prefkit.tasks.base.Task.combine`).
     ``static_min_seqlen`` (packs): every pack padded to the plan's budget with that
@@ -151,33 +196,29 @@ def predict_outputs(
     n_rows = len(seqs) // per_row
     if not n_rows:
         return np.zeros((0, num_outputs or 0))
-    device = torch.device(device) if device is not None else model_device(model)
-    if plan.packed:
-        model = as_packed_forward(model)
+    copies = model_copies(model)
+    if len(copies) > 1 and sharding.num_processes > 1:
+        raise ConfigError("several model copies in one process (infer.devices) and several processes: choose one")
     batches = plan.batches(row_lengths(seqs, per_row))
     pad_to = plan.max_tokens if (plan.packed and static_min_seqlen is not None) else None
-    rounds = math.ceil(len(batches) / sharding.num_processes)
     bar = None
     if progress:
         from prefkit.progress import progress_bar
 
         bar = progress_bar(total=len(seqs), desc=desc, unit="row", dynamic_ncols=True)
-    was_training = model.training
-    model.eval()
-    results = []
-    with autocast_context(device, mixed_precision):
-        for r in range(rounds):
-            j = sharding.process_index + r * sharding.num_processes
-            rows = batches[j] if j < len(batches) else batches[-1]  # a spare pass keeps processes in step
-            logits = forward(model, rows_seqs(seqs, rows, per_row), pad_id, device, plan.packed, pad_to, static_min_seqlen or 0, pad_to_multiple_of).numpy()
-            if j < len(batches):
-                results.append((rows, logits if combine is None else combine(logits)))
-                if bar is not None:
-                    bar.update(len(rows))
+    run = dict(per_row=per_row, combine=combine, pad_to=pad_to, min_seqlen=static_min_seqlen or 0,
+               pad_to_multiple_of=pad_to_multiple_of, mixed_precision=mixed_precision, bar=bar)  # fmt: skip
+    if len(copies) == 1:
+        results = _run_share(copies[0], _process_share(batches, sharding), seqs, pad_id, device, plan, **run)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(copies)
+        with ThreadPoolExecutor(n) as pool:
+            parts = list(pool.map(lambda i: _run_share(copies[i], [(b, True) for b in batches[i::n]], seqs, pad_id, None, plan, **run), range(n)))
+        results = [r for part in parts for r in part]
     if bar is not None:
         bar.close()
-    if was_training:
-        model.train()
     if sharding.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -188,36 +229,101 @@ def predict_outputs(
     return out
 
 
-def predict_encoded(model, task: Task, encoded: Encoded, pad_id: int, plan: BatchPlan, tta_swap: bool = True, **kwargs) -> np.ndarray:
+def predict_encoded(model, task: Task, encoded: Encoded, pad_id: int, plan: BatchPlan, tta_swap: bool = True,
+                    swap_copies: bool = False, **kwargs) -> np.ndarray:  # fmt: skip
     """The task's predictions of ``encoded`` rows, averaged with the swapped order when
-    ``tta_swap`` and swapped sequences exist. ``kwargs``: :func:`predict_outputs`'s."""
+    ``tta_swap`` and swapped sequences exist. ``model``: one model or a list of copies
+    (:func:`predict_outputs`); ``swap_copies``: the original order on the even copies and the
+    swapped order on the odd ones at the same time (``infer.multi_device=swap``: one T4
+    each), else both orders in turn on all copies. ``kwargs``: :func:`predict_outputs`'s."""
     kwargs.update(per_row=encoded.per_row, combine=task.combine)
+    swap = tta_swap and encoded.seqs_swapped is not None
+    swapped_kwargs = {**kwargs, "desc": kwargs["desc"] + " (swapped)"} if "desc" in kwargs else kwargs
+    copies = model_copies(model)
+    if swap and swap_copies and len(copies) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(predict_outputs, copies[0::2], encoded.seqs, pad_id, plan, **kwargs)
+            second = pool.submit(predict_outputs, copies[1::2], encoded.seqs_swapped, pad_id, plan, **swapped_kwargs)
+            preds, swapped = task.predictions(first.result()), task.predictions(second.result())
+        return 0.5 * (preds + task.unswap(swapped))
     preds = task.predictions(predict_outputs(model, encoded.seqs, pad_id, plan, **kwargs))
-    if tta_swap and encoded.seqs_swapped is not None:
-        if "desc" in kwargs:
-            kwargs = {**kwargs, "desc": kwargs["desc"] + " (swapped)"}
-        swapped = task.predictions(predict_outputs(model, encoded.seqs_swapped, pad_id, plan, **kwargs))
+    if swap:
+        swapped = task.predictions(predict_outputs(model, encoded.seqs_swapped, pad_id, plan, **swapped_kwargs))
         preds = 0.5 * (preds + task.unswap(swapped))
     return preds
 
 
-class Predictor:
-    """A saved checkpoint, ready to predict tables.
+def checkpoint_config(ckpt_dir: str | Path, overrides: list[str] | None = None):
+    """A checkpoint's run config with dotted ``overrides`` (``infer.precision=fp16``, ...)."""
+    from prefkit.config import load_config
 
+    return load_config(Path(ckpt_dir) / "config.yaml", overrides)
+
+
+def check_bf16(device: torch.device, why: str) -> None:
+    """bf16 compute on a GPU that has it (compute capability 8.0+; a T4 has not: emulated bf16
+    would be many times slower), else one line saying what to set."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(device)
+        raise ConfigError(f"{why}: {device} ({name}) has no bf16 support; set infer.precision=fp16 (or fp32)")
+
+
+def inference_precision(cfg, devices: list[torch.device]) -> tuple[str | None, str]:
+    """(weights dtype for loading, or None as trained; mixed precision for autocast) of
+    ``cfg.infer.precision``; bf16 compute is refused on devices without bf16."""
+    precision = cfg.infer.precision
+    if precision == "auto":
+        mixed = cfg.train.mixed_precision
+        if mixed == "bf16" or (mixed == "no" and cfg.model.dtype == "bfloat16"):
+            why = f"bf16 compute as trained (train.mixed_precision={mixed}, model.dtype={cfg.model.dtype}; infer.precision=auto)"
+            for d in devices:
+                check_bf16(d, why)
+        return None, mixed
+    if precision == "bf16":
+        for d in devices:
+            check_bf16(d, "infer.precision=bf16")
+    dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
+    return dtype, {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision]
+
+
+class Predictor:
+    """A saved checkpoint, ready to predict tables, under the checkpoint's ``infer`` settings
+    (:class:`~prefkit.config.InferConfig`) with ``overrides`` (dotted, ``infer.quantize=8bit``).
+
+    ``infer.devices``: one copy of the model per device (``device`` is then not used),
+    batches split among them or (``infer.multi_device=swap``) the swapped order on the second.
     ``packed``: packed batches (decoders); default as the run was configured
     (``train.packing``, :func:`use_packing`). ``True`` for a model that cannot take packs
     is a ConfigError."""
 
     def __init__(self, ckpt_dir, device: str | None = None, batch_size: int | None = None, tta_swap: bool | None = None,
-                 packed: bool | None = None):  # fmt: skip
+                 packed: bool | None = None, overrides: list[str] | None = None):  # fmt: skip
+        from prefkit.infer.fixed import FixedOutputs
         from prefkit.models.transformer import load_checkpoint
 
         self.ckpt_dir = Path(ckpt_dir)
-        self.model, self.tokenizer, self.cfg = load_checkpoint(self.ckpt_dir, device=device)
+        cfg = checkpoint_config(self.ckpt_dir, overrides)
+        infer = cfg.infer
+        default = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        devices = [torch.device(d) for d in infer.devices] if infer.devices else [default]
+        dtype, self.mixed_precision = inference_precision(cfg, devices)
+        quantize = None if infer.quantize == "auto" else infer.quantize
+        self.copies = []
+        for d in devices:
+            model, self.tokenizer, _ = load_checkpoint(self.ckpt_dir, device=d, quantize=quantize, dtype=dtype)
+            self.copies.append(model)
+        self.model = self.copies[0]
+        if infer.max_length is not None:
+            cfg = cfg.model_copy(update={"render": cfg.render.model_copy(update={"max_length": infer.max_length})})
+        self.cfg = cfg
         self.task = get_task(self.cfg.task, self.cfg)
         self.device = model_device(self.model)
         self.renderer = self.task.renderer(self.tokenizer, self.cfg.render)
         self.tta_swap = self.cfg.train.tta_swap if tta_swap is None else tta_swap
+        if infer.multi_device == "swap" and not self.tta_swap:
+            raise ConfigError("infer.multi_device=swap runs the A/B-swapped order on the second device: it needs swap TTA (train.tta_swap=true, no --no-tta)")
         tc = self.cfg.train
         if batch_size is not None:
             tc = tc.model_copy(update={"eval_batch_size": batch_size})
@@ -225,18 +331,21 @@ class Predictor:
             tc = tc.model_copy(update={"packing": "on" if packed else "off"})
         self.train_cfg = tc
         self.packed = use_packing(tc, self.model)
-        prepare_model(self.model, self.device, tc.mixed_precision, self.packed)
+        for model in self.copies:
+            prepare_model(model, model_device(model), self.mixed_precision, self.packed)
+        self.fixed = FixedOutputs.read(self.ckpt_dir) if (infer.fixed_outputs and self.task.name == "pair3") else None
+        self.fixed_rows = 0  # rows the last predict() gave fixed outputs
 
     def outputs(self, seqs, progress: bool = False, desc: str = "predict") -> np.ndarray:
         """Raw outputs (rows, head outputs) of single token id sequences, one per row and no
-        task combine (an item scorer's s(x) per text)."""
+        task combine (an item scorer's s(x) per text), on the first device."""
         return predict_outputs(
             self.model,
             seqs,
             self.tokenizer.pad_token_id,
             inference_plan(self.train_cfg, row_lengths(seqs), self.packed),
             device=self.device,
-            mixed_precision=self.train_cfg.mixed_precision,
+            mixed_precision=self.mixed_precision,
             pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
             progress=progress,
             desc=desc,
@@ -244,26 +353,63 @@ class Predictor:
 
     def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
         encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)
-        return predict_encoded(
-            self.model,
+        several = len(self.copies) > 1
+        preds = predict_encoded(
+            self.copies if several else self.model,
             self.task,
             encoded,
             self.tokenizer.pad_token_id,
             inference_plan(self.train_cfg, encoded.lengths, self.packed),
             tta_swap=self.tta_swap,
-            device=self.device,
-            mixed_precision=self.train_cfg.mixed_precision,
+            swap_copies=self.cfg.infer.multi_device == "swap",
+            device=None if several else self.device,
+            mixed_precision=self.mixed_precision,
             pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
             progress=progress,
         )
+        if self.fixed is not None:
+            preds, self.fixed_rows = self.fixed.apply(table, preds)
+        return preds
 
 
-def predict_file(ckpt_dir: str | Path, table: pd.DataFrame, out: str | Path, model_name: str | None = None, **kwargs) -> pd.DataFrame:
-    """Predict ``table`` with a checkpoint and write a prediction CSV (prefkit.predictions)."""
+def predict_checkpoints(ckpt_dirs, table: pd.DataFrame, overrides: list[str] | None = None, progress: bool = False,
+                        **kwargs) -> tuple[np.ndarray, Predictor]:  # fmt: skip
+    """Predictions of several fold checkpoints as one (``infer.fold_average`` of the first):
+    ``predictions``, the mean of each checkpoint's predictions (loaded one after another, so
+    one model is in memory at a time); ``weights``, one checkpoint of their mean weights
+    (:func:`prefkit.infer.folds.average_checkpoints`, in a temporary folder) predicting once.
+    Returns the predictions and the last :class:`Predictor` (its config and task).
+    ``kwargs``: :class:`Predictor`'s."""
+    import gc
+    import tempfile
+
+    dirs = [Path(d) for d in ([ckpt_dirs] if isinstance(ckpt_dirs, (str, Path)) else ckpt_dirs)]
+    if len(dirs) > 1 and checkpoint_config(dirs[0], overrides).infer.fold_average == "weights":
+        from prefkit.infer.folds import average_checkpoints
+
+        with tempfile.TemporaryDirectory(prefix="prefkit-fold-average-") as tmp:
+            predictor = Predictor(average_checkpoints(dirs, Path(tmp) / "checkpoint"), overrides=overrides, **kwargs)
+            return predictor.predict(table, progress=progress), predictor
+    total = None
+    for d in dirs:
+        predictor = Predictor(d, overrides=overrides, **kwargs)
+        preds = predictor.predict(table, progress=progress)
+        total = preds if total is None else total + preds
+        if d != dirs[-1]:
+            del predictor
+            gc.collect()
+    return total / len(dirs), predictor
+
+
+def predict_file(ckpt_dir, table: pd.DataFrame, out: str | Path, model_name: str | None = None, overrides: list[str] | None = None,
+                 **kwargs) -> pd.DataFrame:  # fmt: skip
+    """Predict ``table`` with a checkpoint (or several fold checkpoints, averaged as
+    ``infer.fold_average`` says) and write a prediction CSV (prefkit.predictions)."""
     t0 = time.perf_counter()
-    predictor = Predictor(ckpt_dir, **kwargs)
-    preds = predictor.task.prediction_frame(table["id"], predictor.predict(table, progress=True), model_name or predictor.cfg.name, -1)
-    predictor.task.write_predictions(preds, out)
+    preds, predictor = predict_checkpoints(ckpt_dir, table, overrides=overrides, progress=True, **kwargs)
+    frame = predictor.task.prediction_frame(table["id"], preds, model_name or predictor.cfg.name, -1)
+    predictor.task.write_predictions(frame, out)
     elapsed = time.perf_counter() - t0
-    print(f"wrote {len(preds)} predictions to {out} ({len(preds) / max(elapsed, 1e-9):.1f} rows/s incl. loading)")
-    return preds
+    fixed = f"; {predictor.fixed_rows} with fixed outputs (empty or identical responses)" if predictor.fixed_rows else ""
+    print(f"wrote {len(frame)} predictions to {out} ({len(frame) / max(elapsed, 1e-9):.1f} rows/s incl. loading{fixed})")
+    return frame
