@@ -15,7 +15,8 @@ stacker fitted on every OOF row, applied to the base models' test predictions an
 calibrated with that temperature.
 
 The stack's folder ``<output_dir>/<stack.name>`` gets ``oof.csv`` (calibrated), ``test.csv``,
-``metrics.json``, ``reliability.png``, ``config.yaml`` and ``stack.log``; the submission is
+``metrics.json``, ``reliability.png``, ``config.yaml``, ``stack.log`` and ``stacker.json`` (the fitted
+stacker and temperature, :class:`SavedStack`, which a kernel applies to new test predictions); the submission is
 written where ``stack.submission`` says (default ``submissions/<stack.name>/submission.csv``).
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 
 from prefkit.calibration import apply_temperature, fit_temperature, to_logits
 from prefkit.config import RunConfig, StackConfig, build_config, save_config
@@ -59,6 +61,7 @@ LGBM_PARAMS = {
     "force_col_wise": True,
 }
 LGBM_MAX_ROUNDS = 2000
+STACKER_FILE = "stacker.json"  # the fitted stacker and temperature, to apply to new test predictions
 
 
 @dataclass
@@ -144,7 +147,7 @@ def align_runs(runs: list[BaseRun], pairs: pd.DataFrame):
                 file=r.dir / OOF_FILE,
                 column="fold",
             )
-        probs.append(prob_matrix(indexed))
+        probs.append(run_matrix(indexed))
     if len(rows) < len(pairs):
         log.warning("stacking %d of %d training pairs: the others lack an OOF prediction in some run", len(rows), len(pairs))
     return rows, folds, probs
@@ -231,13 +234,35 @@ def align_tests(runs: list[BaseRun]) -> tuple[np.ndarray, list[np.ndarray]] | No
         test_ids = r.test["id"].astype(str)
         if len(test_ids) != len(ids) or set(test_ids) != set(ids):
             raise InputError(f"test ids differ from those of {runs[0].dir / TEST_FILE}", file=r.dir / TEST_FILE, column="id")
-        probs.append(prob_matrix(r.test.set_index(test_ids).loc[ids]))
+        probs.append(run_matrix(r.test.set_index(test_ids).loc[ids]))
     return ids, probs
 
 
+SCORE_COLUMNS = ("score_a", "score_b")  # an item scorer's s(A), s(B) (task item_scorer)
+
+
+def run_matrix(preds: pd.DataFrame) -> np.ndarray:
+    """One run's predictions as the stacker reads them: ``p_a, p_b, p_tie``, and the two item
+    scores after them when the run is an item scorer (its files carry ``score_a, score_b``)."""
+    if all(c in preds.columns for c in SCORE_COLUMNS):
+        return np.column_stack([prob_matrix(preds), preds[list(SCORE_COLUMNS)].to_numpy(dtype=float)])
+    return prob_matrix(preds)
+
+
+def model_inputs(matrix: np.ndarray) -> np.ndarray:
+    """A pair model's log-probabilities; an item scorer's score difference s(A) - s(B), both
+    scores and its tie signal log P(tie) (an absolute model: its three probabilities are a
+    function of these)."""
+    if matrix.shape[1] == 3:
+        return to_logits(matrix, eps=1e-7)
+    s_a, s_b = matrix[:, 3], matrix[:, 4]
+    return np.column_stack([s_a - s_b, s_a, s_b, np.log(np.clip(matrix[:, 2], 1e-7, None))])
+
+
 def stack_inputs(probs: list[np.ndarray]) -> np.ndarray:
-    """The stacker's inputs: each model's log-probabilities, side by side."""
-    return np.hstack([to_logits(p, eps=1e-7) for p in probs])
+    """The stacker's inputs, each run's :func:`model_inputs` side by side (``probs``: each
+    run's :func:`run_matrix`)."""
+    return np.hstack([model_inputs(p) for p in probs])
 
 
 def _inner_splits(groups: np.ndarray, n_splits: int):
@@ -315,6 +340,54 @@ class Stacker:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(x), dtype=float)
+
+    def params(self) -> dict:
+        """The fitted model as plain JSON values (no pickles: the file loads under other
+        scikit-learn / LightGBM versions, as in a Kaggle kernel)."""
+        if self.cfg.method == "logistic":
+            m = self.model
+            return {"coef": m.coef_.tolist(), "intercept": m.intercept_.tolist(), "classes": m.classes_.tolist()}
+        return {"lightgbm_model": self.model.model_to_string()}
+
+
+@dataclass
+class SavedStack:
+    """A fitted stack as ``stacker.json`` keeps it: the final stacker (fitted on every OOF
+    row), its temperature and the names of its input models, in the stacker's input order."""
+
+    method: str
+    inputs: list[str]
+    temperature: float
+    params: dict
+
+    def save(self, stack_dir: Path) -> Path:
+        path = Path(stack_dir) / STACKER_FILE
+        path.write_text(json.dumps({"method": self.method, "inputs": self.inputs, "temperature": self.temperature, "params": self.params}) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, stack_dir: str | Path) -> "SavedStack":
+        path = Path(stack_dir) / STACKER_FILE
+        if not path.is_file():
+            raise InputError(f"no {STACKER_FILE}: the stack was written by an older prefkit; run prefkit stack again", file=stack_dir)
+        try:
+            tree = json.loads(path.read_text())
+            return cls(tree["method"], list(tree["inputs"]), float(tree["temperature"]), dict(tree["params"]))
+        except (ValueError, KeyError, TypeError):
+            raise InputError("not a readable stacker file (method, inputs, temperature, params)", file=path) from None
+
+    def predict(self, probs: list[np.ndarray]) -> np.ndarray:
+        """Calibrated stacked probabilities of the input models' probabilities (in ``inputs`` order)."""
+        x = stack_inputs(probs)
+        if self.method == "logistic":
+            logits = x @ np.asarray(self.params["coef"]).T + np.asarray(self.params["intercept"])
+            raw = np.zeros((len(x), 3))
+            raw[:, np.asarray(self.params["classes"], dtype=int)] = softmax(logits, axis=1)
+        else:
+            from prefkit.features.feature_model import import_lightgbm
+
+            raw = import_lightgbm().Booster(model_str=self.params["lightgbm_model"]).predict(x)
+        return apply_temperature(np.asarray(raw, dtype=float), self.temperature)
 
 
 def nested_oof(x, labels, weights, groups, folds, cfg: StackConfig, seed: int = 42, num_threads: int = 0):
@@ -396,7 +469,8 @@ def _stack_into(stack_dir: Path, cfg: RunConfig, runs: list[BaseRun], pairs: pd.
         temperature = fit_temperature(to_logits(raw_oof), labels, weights) if sc.calibration == "temperature" else 1.0
         oof = apply_temperature(raw_oof, temperature)
         final = Stacker(sc, cfg.seed, threads).fit(x, labels, weights, groups)
-        base_scores = {r.name: summary(labels, p, weights) for r, p in zip(runs, probs)}
+        SavedStack(sc.method, [r.name for r in runs], float(temperature), final.params()).save(stack_dir)
+        base_scores = {r.name: summary(labels, p[:, :3], weights) for r, p in zip(runs, probs)}
         for name, s in base_scores.items():
             log.info("base %s: OOF log loss %.4f", name, s["log_loss"])
         metrics = {
