@@ -267,3 +267,10 @@ def test_unpair_command_writes_items_and_uses_document_ids(tmp_path):
     assert items.loc["d3", ["n_pairs", "wins", "losses"]].tolist() == [2, 1, 1]
     res = cli("unpair", tmp_path / "comparisons.csv", "--format", "comparisons", "--out", tmp_path / "docs.csv", cwd=tmp_path)
     assert res.returncode == 2 and "not a prefkit items file" in res.stderr
+
+
+def test_answers_that_look_like_json_stay_text(tmp_path):
+    recs = [{"prompt": "List three numbers", "chosen": "[1, 2, 3]", "rejected": '{"answer": 4}'}]
+    df = read_pairs(write_jsonl(tmp_path / "p.jsonl", recs), "preference")
+    chosen, rejected = sides_by_label(df)
+    assert chosen == [["[1, 2, 3]"]] and rejected == [['{"answer": 4}']]

@@ -31,9 +31,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prefkit.data.fileio import as_number, read_csv_text, read_json_or_jsonl, read_parquet_records
+from prefkit.data.fileio import (
+    as_number,
+    read_csv_text,
+    read_json_or_jsonl,
+    read_parquet_records,
+)
 from prefkit.data.kaggle import align_turns
-from prefkit.data.readers import A, B, TIE, _ASSISTANT, _SYSTEM, _content, _hash, _maybe_json, _unique_ids, conversation_turns, pair_group
+from prefkit.data.readers import (
+    _ASSISTANT,
+    _SYSTEM,
+    TIE,
+    A,
+    B,
+    _content,
+    _hash,
+    _maybe_json,
+    _unique_ids,
+    conversation_turns,
+    pair_group,
+)
 from prefkit.data.report import ReadContext
 from prefkit.schema import LABELS, make_pairs, prompt_group, turns_text, validate_pairs
 
@@ -114,7 +131,7 @@ def conversation_pair(ctx: ReadContext, prompt, first, second) -> tuple[list[str
     """(prompt turns, side-1 turns, side-2 turns) from a prompt (None when absent) and two
     sides, each a string, chat messages, HH-RLHF text, or (with the prompt) JSON lists of
     turns as the Kaggle files hold them. TypeError names what was expected."""
-    prompt, first, second = _maybe_json(prompt), _maybe_json(first), _maybe_json(second)
+    prompt, first, second = _cell(prompt), _cell(first), _cell(second)
     if _is_turn_list(first) and _is_turn_list(second):
         turns = prompt if _is_turn_list(prompt) else [prompt if isinstance(prompt, str) else ""]
         return tuple(align_turns(ctx, *([ctx.clean(t) for t in side] for side in (turns, first, second))))
@@ -146,6 +163,21 @@ def conversation_pair(ctx: ReadContext, prompt, first, second) -> tuple[list[str
         prompts = [""]
     joined = ["\n\n".join(m["content"] for m in conv[k:] if m["role"] not in _SYSTEM) for conv in (conv1, conv2)]
     return prompts, history + [joined[0]], history + [joined[1]]
+
+
+def _is_message(value) -> bool:
+    return isinstance(value, dict) and "content" in value
+
+
+def _cell(value):
+    """A cell holding JSON text of turns or chat messages parsed; any other text (an answer
+    that happens to be a JSON object or a list of numbers) stays text."""
+    parsed = _maybe_json(value)
+    if parsed is value or _is_turn_list(parsed) or _is_message(parsed):
+        return parsed
+    if isinstance(parsed, list) and parsed and all(_is_message(m) for m in parsed):
+        return parsed
+    return value
 
 
 def _is_turn_list(value) -> bool:
@@ -282,6 +314,22 @@ def _label_reader(coding: dict[str, tuple[str, ...]]):
     return lookup, expected
 
 
+def _resolve_columns(ctx: ReadContext, given: dict[str, str], records) -> dict[str, str]:
+    """The mapping ``given`` over the defaults the file has; a mapped column the file lacks
+    is an error naming it."""
+    fields: set[str] = set()
+    for _, rec in records:
+        if isinstance(rec, dict):
+            fields.update(rec)
+    cols = {k: v for k, v in DEFAULT_COLUMNS.items() if k not in given and (k in REQUIRED_COLUMNS or v in fields)}
+    cols.update(given)
+    for key, col in cols.items():
+        if col not in fields and records:
+            found = ", ".join(sorted(map(str, fields))[:20])
+            raise ctx.error(f"no such column for {key!r} (found {found})", column=col)
+    return cols
+
+
 def read_column_pairs(
     path: str | Path,
     *,
@@ -304,16 +352,7 @@ def read_column_pairs(
     except ValueError as err:
         raise ctx.error(str(err)) from None
     records, n_read = read_records(ctx)
-    fields: set[str] = set()
-    for _, rec in records:
-        if isinstance(rec, dict):
-            fields.update(rec)
-    cols = {k: v for k, v in DEFAULT_COLUMNS.items() if k not in given and (k in REQUIRED_COLUMNS or v in fields)}
-    cols.update(given)
-    for key in cols:
-        if cols[key] not in fields and records:
-            found = ", ".join(sorted(map(str, fields))[:20])
-            raise ctx.error(f"no such column for {key!r} (found {found})", column=cols[key])
+    cols = _resolve_columns(ctx, given, records)
     lookup, expected = _label_reader(coding)
     labelled = "label" in cols
 
