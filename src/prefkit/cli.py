@@ -20,10 +20,13 @@ from prefkit.commands import data  # noqa: F401,E402
 from prefkit.commands import folds  # noqa: F401,E402
 from prefkit.commands import models  # noqa: F401,E402
 from prefkit.commands import transformer  # noqa: F401,E402
+from prefkit.commands import items  # noqa: F401,E402
 from prefkit.commands import pipeline  # noqa: F401,E402
 from prefkit.commands import scores  # noqa: F401,E402
 from prefkit.commands import kernel  # noqa: F401,E402
+from prefkit.commands import kernel_estimate  # noqa: F401,E402
 from prefkit.commands import judge  # noqa: F401,E402
+from prefkit.commands import absolute  # noqa: F401,E402
 
 
 def error_log_path() -> Path:
