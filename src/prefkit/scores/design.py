@@ -67,6 +67,7 @@ def anchor_design(
     n_anchors: int | None = None,
     budget: int | None = None,
     rng: np.random.Generator | int | None = None,
+    anchors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each non-anchor item against ``anchors_per_item`` anchors; anchors in a cycle.
 
@@ -74,7 +75,8 @@ def anchor_design(
     item meets ``anchors_per_item`` distinct anchors taken round-robin, so every anchor is
     used about equally. The anchors meet each other in a cycle, which keeps the graph
     connected even with one anchor per item. ``budget`` lowers ``anchors_per_item`` to
-    ``budget // n_items``. Uses at most ``anchors_per_item * n_items <= 4N`` comparisons.
+    ``budget // n_items``. ``anchors``: the anchor positions, when they are given (e.g. items
+    with known scores). Uses at most ``anchors_per_item * n_items <= 4N`` comparisons.
     """
     rng = np.random.default_rng(rng)
     if budget is not None:
@@ -82,9 +84,11 @@ def anchor_design(
         anchors_per_item = min(anchors_per_item, max(1, budget // n_items))
     if not 1 <= anchors_per_item <= ANCHOR_MAX_PER_ITEM:
         raise ValueError(f"anchors_per_item must be in 1..{ANCHOR_MAX_PER_ITEM} (the design uses at most 4N comparisons)")
-    n_anchors = min(n_items - 1, n_anchors or 2 * anchors_per_item)
+    n_anchors = len(anchors) if anchors is not None else min(n_items - 1, n_anchors or 2 * anchors_per_item)
     anchors_per_item = min(anchors_per_item, n_anchors)
     order = rng.permutation(n_items)
+    if anchors is not None:  # given anchors (e.g. items with known scores) first, the others shuffled
+        order = np.concatenate([np.asarray(anchors, dtype=np.int64), order[~np.isin(order, anchors)]])
     anchors, others = order[:n_anchors], order[n_anchors:]
     # Row k of others meets anchors k*a, k*a+1, ... (mod n_anchors): distinct while a <= n_anchors.
     slots = (np.arange(len(others))[:, None] * anchors_per_item + np.arange(anchors_per_item)[None, :]) % n_anchors
