@@ -131,7 +131,7 @@ def latent_pairs(n_items: int = 6, repeats: int = 8, seed: int = 0):
     return items, pairs
 
 
-def test_a_scorer_trained_on_pairs_ranks_items_by_their_latent_score(bert, tmp_path):
+def test_a_scorer_trained_on_pairs_ranks_items_by_their_latent_score(bert, tmp_path, capsys):
     from scipy.stats import spearmanr
 
     from prefkit.infer.items import score_items
@@ -147,3 +147,15 @@ def test_a_scorer_trained_on_pairs_ranks_items_by_their_latent_score(bert, tmp_p
     scores = score_items(predictor, pd.DataFrame({"text": items, "prompt": ["rate it"] * len(items)}))
     assert spearmanr(scores, np.arange(len(items))).statistic >= 0.9
     assert res.oof_metric < math.log(3)  # better than uniform over (A, B, tie)
+
+    # prefkit score-items: the same scores through the command, written and listed best first
+    from prefkit.cli import main
+
+    texts = tmp_path / "texts.csv"
+    pd.DataFrame({"id": [f"d{k}" for k in range(len(items))], "text": items, "prompt": "rate it"}).to_csv(texts, index=False)
+    out = tmp_path / "scores.csv"
+    assert main(["score-items", str(cfg.run_dir / "fold_0" / "checkpoint"), str(texts), "--out", str(out), "--top", "2", "--device", "cpu"]) == 0
+    written = pd.read_csv(out)
+    np.testing.assert_allclose(written["score"], scores, atol=1e-5)
+    assert written.loc[written["rank"] == 1, "id"].item() == f"d{int(np.argmax(scores))}"
+    assert "top:" in capsys.readouterr().out

@@ -301,6 +301,7 @@ OUTPUT_SIGNATURES: dict[str, Callable[[Path], bool]] = {
     "pairs": lambda p: _is_prefkit_parquet(p, "pairs"),
     "items": lambda p: _first_line(p).startswith("id,prompt,text,") or _is_prefkit_parquet(p, "items"),
     "features": lambda p: _is_prefkit_parquet(p, "features"),
+    "item_scores": lambda p: _first_line(p).startswith("id,score,rank,"),  # prefkit score-items
 }
 
 
