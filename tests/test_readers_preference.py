@@ -274,3 +274,20 @@ def test_answers_that_look_like_json_stay_text(tmp_path):
     df = read_pairs(write_jsonl(tmp_path / "p.jsonl", recs), "preference")
     chosen, rejected = sides_by_label(df)
     assert chosen == [["[1, 2, 3]"]] and rejected == [['{"answer": 4}']]
+
+
+def test_margin_and_weight_columns_and_the_bad_side_named(tmp_path):
+    recs = [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1.5}, {"prompt": "q", "chosen": "c", "rejected": "r"}]
+    df = read_pairs(write_jsonl(tmp_path / "m.jsonl", recs), "preference")
+    assert df["margin"].tolist() == [1.5, 0.0]  # the winner's margin, whichever side it landed on
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "chosen": "c", "rejected": 7}])
+    with pytest.raises(InputError) as err:
+        read_pairs(bad, "preference")
+    assert (err.value.row, err.value.column) == (1, "rejected")
+    rows = [{"x": "a", "y": "b", "w": 3, "gap": 0.5}, {"x": "a", "y": "c", "w": -1, "gap": 0}]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
+    with pytest.raises(InputError, match=">= 0") as err:
+        read_pairs(path, "pairs", columns="a=x,b=y,weight=w,margin=gap")
+    assert (err.value.row, err.value.column) == (2, "w")
+    df = read_pairs(path, "pairs", columns="a=x,b=y,weight=w,margin=gap", on_bad_row="skip")
+    assert df["weight"].tolist() == [3.0] and df["margin"].tolist() == [0.5]

@@ -18,7 +18,8 @@ weight          float        sample weight (e.g. number of votes), default 1
 
 Optional pair columns kept when a reader has them: ``model_a``, ``model_b``,
 ``item_a``, ``item_b`` (ids into an item table), ``n_votes``, ``preference_strength``
-(RM-Gallery: the source's strength, NaN where a record has none).
+(RM-Gallery: the source's strength, NaN where a record has none), ``margin`` (how much
+the winner should win by, as TRL's reward data give it).
 
 Items (documents or essays with optional absolute scores): ``id`` (str), ``text`` (str)
 and any number of float score columns.
@@ -36,7 +37,7 @@ from prefkit.errors import InputError
 
 LABELS = ("p_a", "p_b", "p_tie")
 PAIR_COLUMNS = ("id", "group", "prompt", "response_a", "response_b", *LABELS, "weight")
-OPTIONAL_PAIR_COLUMNS = ("model_a", "model_b", "item_a", "item_b", "n_votes", "preference_strength")
+OPTIONAL_PAIR_COLUMNS = ("model_a", "model_b", "item_a", "item_b", "n_votes", "preference_strength", "margin")
 ITEM_COLUMNS = ("id", "text")
 # Class index (A, B, tie) after an A/B swap: A and B exchange, ties stay ties. Indexing a
 # label or probability matrix with it undoes (or applies) a swap.

@@ -16,7 +16,7 @@ ColumnsOpt = Annotated[
     Optional[str],
     typer.Option(
         "--columns",
-        help="pairs: the file's columns, e.g. prompt=input,a=output_1,b=output_2,label=label (also id, model_a, model_b, weight).",
+        help="pairs: the file's columns, e.g. prompt=input,a=output_1,b=output_2,label=label (also id, model_a, model_b, weight, margin).",
     ),
 ]
 LabelsOpt = Annotated[

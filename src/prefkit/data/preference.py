@@ -89,6 +89,15 @@ def _hh_messages(text: str) -> list[dict] | None:
     return [{"role": r, "content": c.strip()} for r, c in zip(roles, parts[2::2])]
 
 
+class BadCell(TypeError):
+    """A prompt or side that is neither text nor chat messages; ``side`` says which
+    (``prompt``, ``a`` or ``b``)."""
+
+    def __init__(self, expected: str, side: str) -> None:
+        super().__init__(expected)
+        self.side = side
+
+
 def _messages(ctx: ReadContext, value, role: str) -> list[dict]:
     """A side or a prompt as chat messages ``{role, content}`` (roles lower-cased); a string
     is one message of ``role`` unless it is HH-RLHF dialogue text."""
@@ -103,6 +112,13 @@ def _messages(ctx: ReadContext, value, role: str) -> list[dict]:
     if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
         raise TypeError("a string or a list of messages {role, content}")
     return [{"role": str(m.get("role", role)).lower(), "content": _content(ctx, m.get("content"))} for m in value]
+
+
+def _side_messages(ctx: ReadContext, value, side: str, role: str) -> list[dict]:
+    try:
+        return _messages(ctx, value, role)
+    except TypeError as err:
+        raise BadCell(str(err), side) from None
 
 
 def _is_assistant(msg: dict) -> bool:
@@ -130,14 +146,14 @@ def _tail_turns(tail: list[dict]) -> list[tuple[str | None, str]]:
 def conversation_pair(ctx: ReadContext, prompt, first, second) -> tuple[list[str], list[str], list[str]]:
     """(prompt turns, side-1 turns, side-2 turns) from a prompt (None when absent) and two
     sides, each a string, chat messages, HH-RLHF text, or (with the prompt) JSON lists of
-    turns as the Kaggle files hold them. TypeError names what was expected."""
+    turns as the Kaggle files hold them. :class:`BadCell` names the cell and what was expected."""
     prompt, first, second = _cell(prompt), _cell(first), _cell(second)
     if _is_turn_list(first) and _is_turn_list(second):
         turns = prompt if _is_turn_list(prompt) else [prompt if isinstance(prompt, str) else ""]
         return tuple(align_turns(ctx, *([ctx.clean(t) for t in side] for side in (turns, first, second))))
-    conv1, conv2 = _messages(ctx, first, "assistant"), _messages(ctx, second, "assistant")
+    conv1, conv2 = (_side_messages(ctx, value, side, "assistant") for value, side in ((first, "a"), (second, "b")))
     if prompt is not None and _is_assistant(conv1[0]) and _is_assistant(conv2[0]):  # sides hold answers only
-        context = _messages(ctx, prompt, "user")
+        context = _side_messages(ctx, prompt, "prompt", "user")
         while context and _is_assistant(context[-1]) and not context[-1]["content"]:
             context.pop()  # HH-style prompt text ending in an empty "Assistant:"
         conv1, conv2 = context + conv1, context + conv2
@@ -199,15 +215,30 @@ def chosen_on_a(row_id: str, seed: int) -> bool:
     return int(_hash(str(seed), row_id, n=8), 16) % 2 == 0
 
 
+def _number(ctx: ReadContext, rec: dict, column: str, row: int, *, default: float, minimum: float | None = None) -> float | None:
+    """A numeric cell (``weight``, ``margin``); ``default`` when empty; None for a bad row."""
+    cell = rec.get(column)
+    if not _present(cell):
+        return default
+    x = as_number(cell)
+    if not math.isfinite(x) or (minimum is not None and x < minimum):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        ctx.bad("not_a_number", f"expected a finite number{bound}, got {str(cell)[:40]!r}", row=row, column=column)
+        return None
+    return x
+
+
 def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 0) -> pd.DataFrame:
     """``prompt`` (optional) / ``chosen`` / ``rejected`` records -> a labelled pair table.
 
     ``id`` = the record's ``id`` (the row number when absent); the chosen side is A or B by
-    :func:`chosen_on_a` (``seed``); ``group`` = the prompt's hash.
+    :func:`chosen_on_a` (``seed``); ``group`` = the prompt's hash. A ``margin`` field (TRL:
+    how much the chosen should win by) is kept as the ``margin`` column.
     """
     ctx = ReadContext(path, "preference", on_bad_row)
     records, n_read = read_records(ctx)
-    ids, rows, prompts, ra, rb, labels = [], [], [], [], [], []
+    has_margin = any(isinstance(r, dict) and "margin" in r for _, r in records)
+    ids, rows, prompts, ra, rb, labels, margins = [], [], [], [], [], [], []
     for row, rec in records:
         if not isinstance(rec, dict):
             ctx.bad("not_an_object", "expected a record with chosen and rejected", row=row)
@@ -219,8 +250,11 @@ def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 
         prompt = rec.get("prompt") if _present(rec.get("prompt")) else None
         try:
             turns, chosen, rejected = conversation_pair(ctx, prompt, rec["chosen"], rec["rejected"])
-        except TypeError as err:
-            ctx.bad("bad_response", f"expected {err}", row=row, column="chosen")
+        except BadCell as err:
+            ctx.bad("bad_response", f"expected {err}", row=row, column={"a": "chosen", "b": "rejected"}.get(err.side, err.side))
+            continue
+        margin = _number(ctx, rec, "margin", row, default=0.0) if has_margin else 0.0
+        if margin is None:
             continue
         id_ = ctx.clean(str(rec["id"])) if _present(rec.get("id")) else str(row)
         on_a = chosen_on_a(id_, seed)
@@ -230,6 +264,7 @@ def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 
         ra.append(chosen if on_a else rejected)
         rb.append(rejected if on_a else chosen)
         labels.append(A if on_a else B)
+        margins.append(margin)
     keep = [True] * len(ids)
     _unique_ids(ctx, ids, rows, "id", keep)
     sel = [i for i, k in enumerate(keep) if k]
@@ -239,13 +274,14 @@ def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 
         [ra[i] for i in sel],
         [rb[i] for i in sel],
         labels=np.array([labels[i] for i in sel]) if sel else None,
+        **({"margin": [margins[i] for i in sel]} if has_margin else {}),
     )
     return ctx.finish(pairs, n_read, validate=validate_pairs)
 
 
 # --------------------------------------------------------------------------- column-mapped pairs
 
-COLUMN_KEYS = ("prompt", "a", "b", "label", "id", "model_a", "model_b", "weight")
+COLUMN_KEYS = ("prompt", "a", "b", "label", "id", "model_a", "model_b", "weight", "margin")
 DEFAULT_COLUMNS = {"prompt": "prompt", "a": "response_a", "b": "response_b", "label": "label", "id": "id"}
 REQUIRED_COLUMNS = ("a", "b")
 LABEL_KEYS = ("a", "b", "tie")
@@ -356,7 +392,7 @@ def read_column_pairs(
     lookup, expected = _label_reader(coding)
     labelled = "label" in cols
 
-    ids, rows, prompts, ra, rb, out_labels, weights = [], [], [], [], [], [], []
+    ids, rows, prompts, ra, rb, out_labels, weights, margins = [], [], [], [], [], [], [], []
     models: dict[str, list[str]] = {"model_a": [], "model_b": []}
     for row, rec in records:
         if not isinstance(rec, dict):
@@ -369,8 +405,8 @@ def read_column_pairs(
         prompt = rec.get(cols["prompt"]) if "prompt" in cols and _present(rec.get(cols["prompt"])) else None
         try:
             turns, side_a, side_b = conversation_pair(ctx, prompt, _side(rec[cols["a"]]), _side(rec[cols["b"]]))
-        except TypeError as err:
-            ctx.bad("bad_response", f"expected {err}", row=row, column=cols["a"])
+        except BadCell as err:
+            ctx.bad("bad_response", f"expected {err}", row=row, column=cols[err.side])
             continue
         label = None
         if labelled:
@@ -382,12 +418,10 @@ def read_column_pairs(
             if label is None:
                 ctx.bad("label_invalid", f"label {str(cell)[:40]!r} is not one of {expected}", row=row, column=cols["label"])
                 continue
-        weight = 1.0
-        if "weight" in cols:
-            weight = as_number(rec.get(cols["weight"]))
-            if not math.isfinite(weight) or weight < 0:
-                ctx.bad("weight_invalid", "expected a weight: a finite number >= 0", row=row, column=cols["weight"])
-                continue
+        weight = _number(ctx, rec, cols["weight"], row, default=1.0, minimum=0.0) if "weight" in cols else 1.0
+        margin = _number(ctx, rec, cols["margin"], row, default=0.0) if "margin" in cols else 0.0
+        if weight is None or margin is None:
+            continue
         ids.append(ctx.clean(str(rec.get(cols["id"]))) if "id" in cols and _present(rec.get(cols["id"])) else str(row))
         rows.append(row)
         prompts.append(turns)
@@ -395,13 +429,14 @@ def read_column_pairs(
         rb.append(side_b)
         out_labels.append(label)
         weights.append(weight)
+        margins.append(margin)
         for key in models:
             if key in cols:
                 models[key].append(ctx.clean(str(rec[cols[key]])) if _present(rec.get(cols[key])) else "")
     keep = [True] * len(ids)
     _unique_ids(ctx, ids, rows, cols.get("id", "id"), keep)
     sel = [i for i, k in enumerate(keep) if k]
-    optional = {key: [values[i] for i in sel] for key, values in models.items() if key in cols}
+    optional = {key: [values[i] for i in sel] for key, values in {**models, "margin": margins}.items() if key in cols}
     pairs = make_pairs(
         [ids[i] for i in sel],
         [prompts[i] for i in sel],
