@@ -238,7 +238,7 @@ def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 
     ctx = ReadContext(path, "preference", on_bad_row)
     records, n_read = read_records(ctx)
     has_margin = any(isinstance(r, dict) and "margin" in r for _, r in records)
-    ids, rows, prompts, ra, rb, labels, margins = [], [], [], [], [], [], []
+    kept = []
     for row, rec in records:
         if not isinstance(rec, dict):
             ctx.bad("not_an_object", "expected a record with chosen and rejected", row=row)
@@ -258,23 +258,26 @@ def read_preference(path: str | Path, *, on_bad_row: str = "error", seed: int = 
             continue
         id_ = ctx.clean(str(rec["id"])) if _present(rec.get("id")) else str(row)
         on_a = chosen_on_a(id_, seed)
-        ids.append(id_)
-        rows.append(row)
-        prompts.append(turns)
-        ra.append(chosen if on_a else rejected)
-        rb.append(rejected if on_a else chosen)
-        labels.append(A if on_a else B)
-        margins.append(margin)
-    keep = [True] * len(ids)
-    _unique_ids(ctx, ids, rows, "id", keep)
-    sel = [i for i, k in enumerate(keep) if k]
+        a, b = (chosen, rejected) if on_a else (rejected, chosen)
+        kept.append({"row": row, "id": id_, "prompt": turns, "a": a, "b": b, "label": A if on_a else B, "margin": margin})
+    return _pair_table(ctx, kept, n_read, "id", labelled=True, optional=("margin",) if has_margin else ())
+
+
+def _pair_table(ctx: ReadContext, kept: list[dict], n_read: int, id_column: str, *, labelled: bool, optional=()) -> pd.DataFrame:
+    """The rows a reader kept (dicts: row, id, prompt, a, b, label, optional weight and the
+    ``optional`` columns) with duplicate ids as bad rows -> the validated pair table."""
+    keep = [True] * len(kept)
+    _unique_ids(ctx, [r["id"] for r in kept], [r["row"] for r in kept], id_column, keep)
+    rows = [r for r, k in zip(kept, keep) if k]
     pairs = make_pairs(
-        [ids[i] for i in sel],
-        [prompts[i] for i in sel],
-        [ra[i] for i in sel],
-        [rb[i] for i in sel],
-        labels=np.array([labels[i] for i in sel]) if sel else None,
-        **({"margin": [margins[i] for i in sel]} if has_margin else {}),
+        [r["id"] for r in rows],
+        [r["prompt"] for r in rows],
+        [r["a"] for r in rows],
+        [r["b"] for r in rows],
+        labels=np.array([r["label"] for r in rows]) if labelled and rows else None,
+        weights=[r.get("weight", 1.0) for r in rows],
+        groups=[_pair_group(r["prompt"], r["a"], r["b"]) for r in rows],
+        **{c: [r[c] for r in rows] for c in optional},
     )
     return ctx.finish(pairs, n_read, validate=validate_pairs)
 
@@ -392,8 +395,8 @@ def read_column_pairs(
     lookup, expected = _label_reader(coding)
     labelled = "label" in cols
 
-    ids, rows, prompts, ra, rb, out_labels, weights, margins = [], [], [], [], [], [], [], []
-    models: dict[str, list[str]] = {"model_a": [], "model_b": []}
+    optional = tuple(k for k in ("model_a", "model_b", "margin") if k in cols)
+    kept = []
     for row, rec in records:
         if not isinstance(rec, dict):
             ctx.bad("not_an_object", "expected a record (object)", row=row)
@@ -422,32 +425,13 @@ def read_column_pairs(
         margin = _number(ctx, rec, cols["margin"], row, default=0.0) if "margin" in cols else 0.0
         if weight is None or margin is None:
             continue
-        ids.append(ctx.clean(str(rec.get(cols["id"]))) if "id" in cols and _present(rec.get(cols["id"])) else str(row))
-        rows.append(row)
-        prompts.append(turns)
-        ra.append(side_a)
-        rb.append(side_b)
-        out_labels.append(label)
-        weights.append(weight)
-        margins.append(margin)
-        for key in models:
+        id_ = ctx.clean(str(rec[cols["id"]])) if "id" in cols and _present(rec.get(cols["id"])) else str(row)
+        out = {"row": row, "id": id_, "prompt": turns, "a": side_a, "b": side_b, "label": label, "weight": weight, "margin": margin}
+        for key in ("model_a", "model_b"):
             if key in cols:
-                models[key].append(ctx.clean(str(rec[cols[key]])) if _present(rec.get(cols[key])) else "")
-    keep = [True] * len(ids)
-    _unique_ids(ctx, ids, rows, cols.get("id", "id"), keep)
-    sel = [i for i, k in enumerate(keep) if k]
-    optional = {key: [values[i] for i in sel] for key, values in {**models, "margin": margins}.items() if key in cols}
-    pairs = make_pairs(
-        [ids[i] for i in sel],
-        [prompts[i] for i in sel],
-        [ra[i] for i in sel],
-        [rb[i] for i in sel],
-        labels=np.array([out_labels[i] for i in sel]) if labelled and sel else None,
-        weights=[weights[i] for i in sel],
-        groups=[_pair_group(prompts[i], ra[i], rb[i]) for i in sel],
-        **optional,
-    )
-    return ctx.finish(pairs, n_read, validate=validate_pairs)
+                out[key] = ctx.clean(str(rec[cols[key]])) if _present(rec.get(cols[key])) else ""
+        kept.append(out)
+    return _pair_table(ctx, kept, n_read, cols.get("id", "id"), labelled=labelled, optional=optional)
 
 
 def _side(value):
