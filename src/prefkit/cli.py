@@ -27,6 +27,7 @@ from prefkit.commands import scores  # noqa: F401,E402
 from prefkit.commands import kernel  # noqa: F401,E402
 from prefkit.commands import kernel_estimate  # noqa: F401,E402
 from prefkit.commands import judge  # noqa: F401,E402
+from prefkit.commands import judge_train  # noqa: F401,E402
 from prefkit.commands import absolute  # noqa: F401,E402
 
 

@@ -324,7 +324,7 @@ class GrpoConfig(Section):
     num_generations: int = Field(default=4, ge=2)  # group size: completions per prompt
     beta: float = Field(default=0.04, ge=0)  # KL coefficient to the starting policy (0: no reference pass)
     max_prompt_length: int = Field(default=1024, ge=64)  # tokens; the pair's texts are cut head-tail to fit
-    max_completion_length: int = Field(default=256, ge=4)
+    max_completion_length: int = Field(default=256, ge=1)
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     # reward name -> weight (prefkit.judge.rewards: correct, strength, format, consistency)
@@ -334,6 +334,7 @@ class GrpoConfig(Section):
     both_orders: bool = True  # every pair asked as given and with A and B swapped
     allow_tie: bool = True  # the template offers "tie" as a verdict
     max_pairs: int | None = Field(default=None, ge=1)  # a seeded random subset of the training pairs
+    generation_kwargs: dict[str, Any] = Field(default_factory=dict)  # more arguments of generate (e.g. repetition_penalty)
     use_vllm: bool = False  # generate with vLLM (GPU, `pip install vllm`)
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
