@@ -130,3 +130,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown device profile 'tpu'" in capsys.readouterr().err
     assert main(["kernel", "estimate", str(tmp_path / "runs" / "none"), "--test", str(lengths)]) == 2
     assert "run folder, checkpoint or config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["llama3-8b", "gemma2-9b"])
+def test_kernel_inference_bench_quick_on_cpu(arch, tmp_path, capsys):
+    """bench/kernel_inference.py --quick: the prediction path and the naive baseline agree, and
+    the headline is the last line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernel_inference_bench", ROOT / "bench" / "kernel_inference.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lengths = tmp_path / "lengths.txt"
+    lengths.write_text("\n".join(str(n) for n in (40, 90, 150, 60, 200, 120, 30, 80)) + "\n")
+    argv = ["--arch", arch, "--device", "cpu", "--quick", "--rows", "8", "--max-length", "128", "--naive-batch", "4", "--lengths", str(lengths)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    last = re.match(r"^pairs_per_s=(\S+) mfu=(\S+) speedup_vs_naive=(\S+) t4x2_estimate_h=(\S+)$", out.strip().splitlines()[-1])
+    assert last, out
+    pairs_per_s, mfu, speedup, hours = (float(x) for x in last.groups())
+    assert pairs_per_s > 0 and speedup > 0 and hours > 0 and np.isnan(mfu)  # no peak on a CPU
+    assert float(re.search(r"largest prediction difference (\S+)", out).group(1)) < 1e-4

@@ -308,13 +308,34 @@ class Predictor:
         infer = cfg.infer
         default = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         devices = [torch.device(d) for d in infer.devices] if infer.devices else [default]
-        dtype, self.mixed_precision = inference_precision(cfg, devices)
+        dtype, mixed_precision = inference_precision(cfg, devices)
         quantize = None if infer.quantize == "auto" else infer.quantize
-        self.copies = []
+        copies = []
         for d in devices:
-            model, self.tokenizer, _ = load_checkpoint(self.ckpt_dir, device=d, quantize=quantize, dtype=dtype)
-            self.copies.append(model)
-        self.model = self.copies[0]
+            model, tokenizer, _ = load_checkpoint(self.ckpt_dir, device=d, quantize=quantize, dtype=dtype)
+            copies.append(model)
+        fixed = FixedOutputs.read(self.ckpt_dir) if infer.fixed_outputs else None
+        self._setup(cfg, copies, tokenizer, mixed_precision, tta_swap, batch_size, packed, fixed)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, cfg, tta_swap: bool | None = None, batch_size: int | None = None,
+                   packed: bool | None = None) -> "Predictor":  # fmt: skip
+        """A model already in memory (one copy; e.g. random-initialised for a speed measurement)
+        predicting under ``cfg``'s render, evaluation-batch and ``infer`` settings (its weights
+        cast to ``infer.precision``; no fixed outputs)."""
+        from prefkit.models.transformer import torch_dtype
+
+        self = cls.__new__(cls)
+        self.ckpt_dir = None
+        dtype, mixed_precision = inference_precision(cfg, [model_device(model)])
+        if dtype is not None:
+            model.to(torch_dtype(dtype))
+        self._setup(cfg, [model], tokenizer, mixed_precision, tta_swap, batch_size, packed, None)
+        return self
+
+    def _setup(self, cfg, copies: list, tokenizer, mixed_precision: str, tta_swap, batch_size, packed, fixed) -> None:
+        infer = cfg.infer
+        self.copies, self.model, self.tokenizer, self.mixed_precision = copies, copies[0], tokenizer, mixed_precision
         if infer.max_length is not None:
             cfg = cfg.model_copy(update={"render": cfg.render.model_copy(update={"max_length": infer.max_length})})
         self.cfg = cfg
@@ -333,23 +354,8 @@ class Predictor:
         self.packed = use_packing(tc, self.model)
         for model in self.copies:
             prepare_model(model, model_device(model), self.mixed_precision, self.packed)
-        self.fixed = FixedOutputs.read(self.ckpt_dir) if (infer.fixed_outputs and self.task.name == "pair3") else None
+        self.fixed = fixed if self.task.name == "pair3" else None
         self.fixed_rows = 0  # rows the last predict() gave fixed outputs
-
-    def outputs(self, seqs, progress: bool = False, desc: str = "predict") -> np.ndarray:
-        """Raw outputs (rows, head outputs) of single token id sequences, one per row and no
-        task combine (an item scorer's s(x) per text), on the first device."""
-        return predict_outputs(
-            self.model,
-            seqs,
-            self.tokenizer.pad_token_id,
-            inference_plan(self.train_cfg, row_lengths(seqs), self.packed),
-            device=self.device,
-            mixed_precision=self.mixed_precision,
-            pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
-            progress=progress,
-            desc=desc,
-        )
 
     def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
         encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)

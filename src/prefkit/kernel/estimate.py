@@ -183,11 +183,13 @@ def largest_fitting(lengths: np.ndarray, limit_hours: float, hours, low: int = 3
 
 
 def estimate(hf_config, lengths, device: str, max_length: int, *, tta: bool = True, folds: int = 1, pairs: int | None = None,
-             limit_hours: float = 9.0, weight_bytes: float = 2.0, profiles: dict | None = None) -> Estimate:  # fmt: skip
+             limit_hours: float = 9.0, weight_bytes: float = 2.0, profiles: dict | None = None,
+             mfu: tuple[float, str] | None = None) -> Estimate:  # fmt: skip
     """The run-time estimate of predicting ``pairs`` pairs (default: as many as ``lengths``)
     with the length mix of ``lengths`` (untruncated rendered token lengths) on ``device``.
     ``folds``: fold models predicted one after another; ``weight_bytes``: per weight (2 for
-    fp16, 1 for 8-bit, 0.5 for 4-bit), for the memory note."""
+    fp16, 1 for 8-bit, 0.5 for 4-bit), for the memory note. ``mfu``: (value, where it comes
+    from) instead of the profile's (a figure just measured, applied to the device's peak)."""
     profiles = profiles or load_profiles()
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.size == 0:
@@ -195,6 +197,8 @@ def estimate(hf_config, lengths, device: str, max_length: int, *, tta: bool = Tr
     flops = flop_model_of(hf_config)
     arch = architecture_of(hf_config, profiles)
     tp = throughput(device, arch, profiles)
+    if mfu is not None:
+        tp.mfu, tp.source, tp.measured = float(mfu[0]), mfu[1], False
     pairs = int(pairs or len(lengths))
     positions = int(getattr(hf_config, "max_position_embeddings", None) or lengths.max())
     passes, loads, scale = (2 if tta else 1) * folds, folds, pairs / len(lengths)
