@@ -68,6 +68,10 @@ KNOWN_OUTPUTS: dict[str, frozenset[str]] = {
         {"oof.csv", "test.csv", "config.yaml", "train.log", "learning_curves.png", "reliability.png", "folds.csv", "metrics.json"}
     ),
     "transformer_fold": frozenset({"checkpoint", "oof.csv", "test.csv", "done.json", "state", "progress.json"}),
+    "judge": frozenset(
+        {"oof.csv", "test.csv", "folds.csv", "config.yaml", "metrics.json", "annotate.log", "annotations.csv",
+         "test_annotations.csv", "annotated_pairs.parquet", "scores"}
+    ),
 }
 
 # Names made per fold (``fold_0``, ``fold_1``, ...), outputs too.
