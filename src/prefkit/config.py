@@ -398,11 +398,11 @@ class AnnotateConfig(Section):
     chat_template: Literal["auto", "off"] = "auto"  # auto: the tokenizer's chat template when it has one
     examples: list[JudgeExample] = Field(default_factory=list)  # few-shot turns before the pair
     both_orders: bool = True  # also ask with A and B swapped, and average
-    batch_size: int = Field(default=8, ge=1)  # pairs per forward pass (both orders together)
+    batch_size: int = Field(default=16, ge=1)  # sequences per forward pass (a pair in both orders is two)
     max_tokens: int | None = Field(default=None, ge=1)  # and at most this many padded tokens per batch
     device: str = "auto"  # auto, cpu, cuda, cuda:<index>
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CUDA (weights: model.dtype)
-    max_rows: int | None = Field(default=None, ge=1)  # annotate only the first rows of each file
+    max_rows: int | None = Field(default=None, ge=1)  # annotate a seeded random subset of each file (quick looks)
     scores: bool = False  # also fit Bradley-Terry item scores from the annotations (scores/)
     score_ties: Literal["davidson", "rao_kupper", "half"] = "davidson"
 
