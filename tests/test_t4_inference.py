@@ -231,3 +231,28 @@ def test_fixed_outputs_replace_predictions_after_the_model(root, pairs):
     np.testing.assert_allclose(preds[2:4], [fixed.rates[k] for k in kinds[2:4]])
     np.testing.assert_allclose(preds[4:], plain[4:])  # ordinary pairs keep the model's prediction
     assert not np.allclose(plain[:4], preds[:4])
+
+
+def test_predict_cli_on_a_run_folder_averages_its_folds(root, ckpt, pairs, capsys):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from prefkit.cli import main
+    from prefkit.infer.predict import predict_checkpoints
+    from prefkit.predictions import read_predictions
+
+    run = root / "run"
+    for k, source in enumerate([ckpt, lora_checkpoint(root, "fold_d", seed=6)]):
+        if not (run / f"fold_{k}" / "checkpoint").exists():
+            shutil.copytree(source, run / f"fold_{k}" / "checkpoint")
+    data = root / "test.csv"
+    pd.DataFrame({"id": pairs["id"], **{c: [json.dumps(v) for v in pairs[c]] for c in ("prompt", "response_a", "response_b")}}).to_csv(data, index=False)
+    for how in ("predictions", "weights"):
+        out = root / f"preds_{how}.csv"
+        assert main(["predict", str(run), str(data), f"infer.fold_average={how}", "--out", str(out), "--device", "cpu"]) == 0
+        expected, _ = predict_checkpoints(sorted(run.glob("fold_*/checkpoint")), pairs, overrides=[f"infer.fold_average={how}"], device="cpu")
+        np.testing.assert_allclose(read_predictions(out)[["p_a", "p_b", "p_tie"]].to_numpy(), expected, atol=1e-6)
+    assert main(["predict", str(run), str(data), "infer.precision=fp8", "--out", str(root / "x.csv")]) == 2
+    assert "infer.precision" in capsys.readouterr().err

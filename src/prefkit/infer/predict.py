@@ -10,8 +10,13 @@
   (mapped back by the task), so a model's side bias cancels;
 * :func:`prepare_model` the inference set-up of a model (packed attention, the fp16 varlen
   probe, bf16 adapter compute), shared with training;
-* :class:`Predictor` a checkpoint folder ready to predict tables; :func:`predict_file` the
-  ``prefkit predict`` command.
+* :class:`Predictor` a checkpoint folder ready to predict tables under its ``infer`` settings
+  (:class:`~prefkit.config.InferConfig`: fp16/bf16/fp32 weights, bf16 refused on GPUs without
+  it; 8/4-bit loading; model copies on several devices, batches split among them or the
+  swapped order on the second; a max length; fixed outputs for empty and identical
+  responses, :mod:`prefkit.infer.fixed`); :func:`predict_checkpoints` several fold
+  checkpoints averaged at the prediction or the weight level (:mod:`prefkit.infer.folds`);
+  :func:`predict_file` the ``prefkit predict`` command.
 """
 
 from __future__ import annotations
