@@ -460,14 +460,18 @@ class RunConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _texts_have_no_sides(cls, tree):
-        # a regression row is one text: nothing to swap (an explicit swap is refused)
-        if isinstance(tree, dict) and tree.get("task") == "regression":
-            train = dict(tree.get("train") or {})
+    def _swaps_of_single_texts(cls, tree):
+        if not isinstance(tree, dict) or tree.get("task") not in ("regression", "item_scorer"):
+            return tree
+        train = dict(tree.get("train") or {})
+        if tree["task"] == "regression":  # one text per row: nothing to swap (an explicit swap is refused)
             if train.get("swap", "off") not in ("off", False):
                 raise ValueError("task regression scores single texts: train.swap must be off")
-            tree = {**tree, "train": {**train, "swap": "off"}}
-        return tree
+            train["swap"] = "off"
+        else:  # antisymmetric by construction: a swapped pair gives the same loss and prediction
+            train.setdefault("swap", "off")
+            train.setdefault("tta_swap", False)
+        return {**tree, "train": train}
 
     @model_validator(mode="after")
     def _fp16_needs_fp32_weights(self):

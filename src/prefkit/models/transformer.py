@@ -305,6 +305,11 @@ def build_model(model_cfg: ModelConfig, head: str = "pair3", tokenizer=None, dev
     vocab = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
         raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
+    stage_one_adapters = None
+    if model_cfg.init_from:  # before k-bit prep: stage-1 weights go into the plain backbone
+        from prefkit.models.warm_start import stage_one_backbone
+
+        model, stage_one_adapters = stage_one_backbone(model, model_cfg)
     quantized = model_cfg.load_in_4bit or model_cfg.load_in_8bit
     if quantized:
         from peft import prepare_model_for_kbit_training
@@ -320,6 +325,10 @@ def build_model(model_cfg: ModelConfig, head: str = "pair3", tokenizer=None, dev
         model.config.use_cache = False
     if model_cfg.lora.enabled:
         model = add_lora(model, model_cfg)
+    if stage_one_adapters is not None:
+        from prefkit.models.warm_start import load_stage_one_adapters
+
+        load_stage_one_adapters(model, stage_one_adapters, model_cfg.init_from)
     return model
 
 
@@ -463,6 +472,10 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device | None = No
         updates = {"name_or_path": _base_source(meta), "lora": cfg.model.lora.model_copy(update={"enabled": False})}
         base_cfg = load_cfg.model_copy(update=updates)
         base = load_backbone(base_cfg, meta.get("head", "pair3"), pad_token_id=tokenizer.pad_token_id, device_map=device_map)
+        if cfg.model.init_from:  # the base the adapters were trained on: stage-1 weights in it
+            from prefkit.models.warm_start import stage_one_backbone
+
+            base, _ = stage_one_backbone(base, load_cfg.model_copy(update={"name_or_path": base_cfg.name_or_path}))
         model = PeftModel.from_pretrained(base, ckpt_dir)
         if not (in_4bit or in_8bit):
             model.to(device=device, dtype=torch_dtype(load_cfg.dtype))
