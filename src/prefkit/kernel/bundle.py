@@ -69,14 +69,15 @@ def working_directory(path: Path):
 
 
 def predict_run(bundle_dir: Path, run: RunEntry, table: pd.DataFrame, work: Path, device: str | None) -> np.ndarray:
-    """The run's probabilities for ``table``'s rows: the mean over its checkpoints' predictions."""
+    """The run's predictions of ``table``'s rows as the stacker reads them (probabilities, and
+    an item scorer's scores): the mean over its checkpoints' predictions."""
     from prefkit.infer.predict import predict_file
-    from prefkit.predictions import prob_matrix
+    from prefkit.stacking import run_matrix
 
     probs = []
     for k, ckpt in enumerate(run.checkpoints):
         preds = predict_file(bundle_dir / ckpt, table, work / f"{run.name}-{k}.csv", model_name=run.name, device=device)
-        probs.append(prob_matrix(preds))
+        probs.append(run_matrix(preds))
     return np.mean(probs, axis=0)
 
 
@@ -109,7 +110,7 @@ def run_bundle(bundle_dir, test_path, out, sample_path=None, device: str | None 
             raise InputError(f"the stacker's input model(s) {missing} are not bundled runs", file=bundle_dir / BUNDLE_FILE)
         combined = saved.predict([by_name[n] for n in saved.inputs])
     else:
-        combined = np.mean(probs, axis=0)
+        combined = np.mean([p[:, :3] for p in probs], axis=0)  # the probabilities
     preds = make_predictions(table["id"].astype(str), combined, "kernel", -1)
     path = write_submission(preds, sample, out, clip=float(tree.get("clip", 1e-6)))
     echo(f"submission: {path}")
