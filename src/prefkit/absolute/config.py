@@ -35,7 +35,7 @@ class EmbedConfig(Section):
     """The frozen encoder whose embeddings the heads train on (cached per model and text)."""
 
     model: str = "checkpoints/pretrained/all-MiniLM-L6-v2"
-    max_length: int = Field(default=512, ge=2)
+    max_length: int = Field(default=256, ge=2)  # MiniLM was trained on 256-token inputs; head-tail truncated
     batch_size: int = Field(default=16, ge=1)
     head_fraction: float = Field(default=0.5, ge=0, le=1)
     device: str = "cpu"

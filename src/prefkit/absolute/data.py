@@ -85,7 +85,8 @@ def _guess_columns(path: Path, id_column: str | None, text_column: str | None, t
             raise InputError(f"no text column found (columns: {', '.join(columns)}); name it in data.text_column", file=path)
         text_column = max(strings, key=lambda c: head[c].astype(str).str.len().mean())
     if targets is None:
-        numeric = [c for c in columns if c not in (id_column, text_column) and pd.api.types.is_numeric_dtype(head[c])]
+        # mostly numbers: a target (a stray bad cell is then reported with its row by the reader)
+        numeric = [c for c in columns if c not in (id_column, text_column) and pd.to_numeric(head[c], errors="coerce").notna().mean() >= 0.5]
         targets = [c for c in numeric if c.lower() not in NOT_TARGETS]
         if not targets:
             raise InputError(f"no numeric target column found (columns: {', '.join(columns)}); name them in data.targets", file=path)
