@@ -208,6 +208,8 @@ def estimate(hf_config, lengths, device: str, max_length: int, *, tta: bool = Tr
 
     notes = [f"architecture: {arch} ({flops.params / 1e9:.2f}B weights, {flops.n_matmul / 1e9:.2f}B in per-token matrix products, "
              f"{flops.layers} layers); MFU {tp.mfu:.0%} ({'measured' if tp.measured else 'estimated'}: {tp.source})"]  # fmt: skip
+    if weight_bytes < 2:
+        notes.append("8-bit/4-bit weights: bitsandbytes matrix products are slower than fp16 ones and are not in the profile (not measured): a lower bound")
     memory = flops.params * weight_bytes / 1e9
     if memory > 0.9 * tp.memory_gb:
         notes.append(f"memory: {memory:.1f} GB of weights at {weight_bytes:g} bytes each exceed a {tp.memory_gb:g} GB GPU: load 8-bit (infer.quantize=8bit) or 4-bit")
