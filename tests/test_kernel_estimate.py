@@ -151,3 +151,12 @@ def test_kernel_inference_bench_quick_on_cpu(arch, tmp_path, capsys):
     pairs_per_s, mfu, speedup, hours = (float(x) for x in last.groups())
     assert pairs_per_s > 0 and speedup > 0 and hours > 0 and np.isnan(mfu)  # no peak on a CPU
     assert float(re.search(r"largest prediction difference (\S+)", out).group(1)) < 1e-4
+
+
+def test_the_committed_t4_kernel_setup_validates():
+    from prefkit.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "kernel" / "gemma2_9b_t4x2.yaml")
+    assert (cfg.infer.precision, cfg.infer.quantize, cfg.infer.multi_device) == ("fp16", "8bit", "swap")
+    assert est.kernel_passes(cfg, 5) == (True, 1)  # swap TTA, one fold-averaged model
+    assert est.weight_bytes_of(cfg, "fp16") == 1.0
