@@ -34,7 +34,7 @@ import pandas as pd
 
 from prefkit.config import AnnotateConfig, RenderConfig
 from prefkit.errors import ConfigError
-from prefkit.text.render import PairRenderer, field_text
+from prefkit.text.render import PairRenderer, field_text, split_at_sentinels
 
 GENERATIVE_JUDGE_TEMPLATE = """You are an impartial judge comparing two responses to the same prompt.
 Decide which response answers the prompt better: more helpful, accurate, complete and clear.
@@ -214,14 +214,8 @@ class JudgeRenderer(PairRenderer):
             text = self.prompt.full_text(self.tokenizer, *_SENTINELS)
         else:  # no prompt field in the template: an empty one right before the first side
             text = self.prompt.full_text(self.tokenizer, "", _SENTINELS[0] + _SENTINELS[1], _SENTINELS[2])
-        pieces, rest = [], text
-        for sentinel in _SENTINELS:
-            if rest.count(sentinel) != 1:
-                raise ConfigError("annotate: the chat template altered the message text (use annotate.chat_template=off)")
-            before, rest = rest.split(sentinel)
-            pieces.append(before)
-        pieces.append(rest)
-        self.final_text = rest
+        pieces = split_at_sentinels(text, _SENTINELS, "annotate (annotate.chat_template=off avoids it)")
+        self.final_text = pieces[-1]
         segments = [self._encode(p) for p in pieces]
         if not self.uses_chat_template:  # plain text: the BOS the tokenizer would add by itself
             segments[0] = self._leading_specials() + segments[0]

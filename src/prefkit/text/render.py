@@ -65,6 +65,19 @@ def field_text(turns) -> str:
     return "\n\n".join(f"[turn {k}] {t}" for k, t in enumerate(turns, start=1))
 
 
+def split_at_sentinels(text: str, sentinels, what: str) -> list[str]:
+    """The pieces of ``text`` around ``sentinels`` (placeholders put into a chat message,
+    each exactly once and in order, else a ConfigError about ``what``)."""
+    pieces, rest = [], text
+    for sentinel in sentinels:
+        if rest.count(sentinel) != 1:
+            raise ConfigError(f"{what}: the chat template altered the message text")
+        before, rest = rest.split(sentinel)
+        pieces.append(before)
+    pieces.append(rest)
+    return pieces
+
+
 def head_tail(ids: list[int], keep: int, head_fraction: float, marker: list[int] | None = None) -> list[int]:
     """``keep`` tokens of ``ids``: ``round(keep * head_fraction)`` from the start, the rest
     from the end. ``marker`` (token ids, e.g. of " ... ") goes between head and tail and
@@ -181,14 +194,7 @@ class PairRenderer:
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-        pieces = []
-        rest = text
-        for sentinel in _SENTINELS:
-            if rest.count(sentinel) != 1:
-                raise ConfigError("render.template=chat: the chat template altered the message text")
-            before, rest = rest.split(sentinel)
-            pieces.append(before)
-        pieces.append(rest)
+        pieces = split_at_sentinels(text, _SENTINELS, "render.template=chat")
         # The template text spells special tokens (BOS, turn headers) literally; the
         # tokenizer maps them back to their ids. Nothing else is added.
         return tuple(self._encode(p) for p in pieces)
