@@ -21,3 +21,12 @@ test_logloss() {
     "$BIN/prefkit" score "$1" "$2" | tee /dev/stderr | tail -n 1 \
         | sed -n 's/^log_loss=\([^ ]*\).*/\1/p' | xargs printf '%.5f'
 }
+
+# comparison_files DIR: sets COMPARISONS and DOCS to DIR's comparisons.csv and docs.csv (plain or
+# compressed), or stops with a message naming the missing one.
+comparison_files() {
+    COMPARISONS=$(find_data_file "$1" comparisons || true)
+    DOCS=$(find_data_file "$1" docs || true)
+    [ -n "$COMPARISONS" ] || { echo "no comparisons.csv (plain or compressed) in $1" >&2; exit 2; }
+    [ -n "$DOCS" ] || { echo "no docs.csv (plain or compressed) in $1" >&2; exit 2; }
+}

@@ -15,9 +15,6 @@ source "$ROOT/bench/lib.sh"
 DATA=$(data_dir "$ROOT/../shared/data/sentimentit_human_rights" "$@")
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
-COMPARISONS=$(find_data_file "$DATA" comparisons || true)
-DOCS=$(find_data_file "$DATA" docs || true)
-[ -n "$COMPARISONS" ] || { echo "no comparisons.csv (plain or compressed) in $DATA" >&2; exit 2; }
-[ -n "$DOCS" ] || { echo "no docs.csv (plain or compressed) in $DATA" >&2; exit 2; }
+comparison_files "$DATA"
 
 "$BIN/prefkit" scores heldout comparisons "$COMPARISONS" --docs "$DOCS" --l2 cv --folds 5

@@ -51,7 +51,8 @@ def main() -> None:
 
     table = read_input(args.comparisons, "comparisons", docs_path=args.docs).table
     train, held, held_docs = split_documents(table, args.held_out_share, args.seed)
-    print(f"{len(table)} comparisons of {table['item_a'].nunique() + table['item_b'].nunique()} document slots; "
+    n_docs = len(set(table["item_a"].astype(str)) | set(table["item_b"].astype(str)))
+    print(f"{len(table)} comparisons of {n_docs} documents; "
           f"{len(held_docs)} documents held out: {len(train)} comparisons among the others, {len(held)} among them")  # fmt: skip
     if len(held) == 0:
         raise SystemExit("no comparison among the held-out documents: raise --held-out-share")

@@ -19,10 +19,7 @@ if [ $# -ge 1 ] && [ "${1#-}" = "$1" ] && [ "${1#*=}" = "$1" ]; then given=("$1"
 DATA=$(data_dir "$ROOT/../shared/data/sentimentit_human_rights" "${given[@]}")
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
-COMPARISONS=$(find_data_file "$DATA" comparisons || true)
-DOCS=$(find_data_file "$DATA" docs || true)
-[ -n "$COMPARISONS" ] || { echo "no comparisons.csv (plain or compressed) in $DATA" >&2; exit 2; }
-[ -n "$DOCS" ] || { echo "no docs.csv (plain or compressed) in $DATA" >&2; exit 2; }
+comparison_files "$DATA"
 MODEL=checkpoints/pretrained/all-MiniLM-L6-v2
 if [ ! -f "$MODEL/config.json" ]; then "$BIN/prefkit" models fetch all-MiniLM-L6-v2; fi
 OUT=runs/bench_unseen_items/$(basename "$DATA")

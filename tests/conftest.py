@@ -45,3 +45,14 @@ def tiny_feature_project(root, n_train: int, n_test: int, seed: int):
         f"stack:\n  inner_folds: 3\n  submission: {root / 'submission.csv'}\n"
     )
     return config
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT checkpoint (prefkit.testing.tiny), written once per session."""
+    import transformers
+
+    from prefkit.testing.tiny import write_tiny_checkpoint
+
+    transformers.logging.set_verbosity_error()
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_bert") / "bert", "bert")

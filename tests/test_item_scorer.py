@@ -14,7 +14,6 @@ from prefkit.infer.predict import Predictor, predict_outputs
 from prefkit.models.transformer import build_model, load_tokenizer
 from prefkit.schema import make_pairs
 from prefkit.tasks import get_task
-from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.text.batching import BatchPlan
 from prefkit.train.engine import train_folds
 from prefkit.train.losses import bradley_terry, davidson
@@ -22,12 +21,9 @@ from prefkit.train.losses import bradley_terry, davidson
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("bert") / "bert", "bert")
+@pytest.fixture
+def bert(tiny_bert):
+    return tiny_bert
 
 
 def scorer_config(bert, tmp_path, *overrides):

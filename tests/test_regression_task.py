@@ -9,18 +9,14 @@ import torch
 from prefkit.config import load_config
 from prefkit.errors import ConfigError
 from prefkit.models.transformer import build_model, load_checkpoint, load_tokenizer, save_checkpoint
-from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.train.engine import train_folds
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("bert") / "bert", "bert")
+@pytest.fixture
+def bert(tiny_bert):
+    return tiny_bert
 
 
 def essays(n: int = 48, seed: int = 0) -> pd.DataFrame:

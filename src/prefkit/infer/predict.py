@@ -210,7 +210,7 @@ def predict_outputs(
     if progress:
         from prefkit.progress import progress_bar
 
-        bar = progress_bar(total=len(seqs), desc=desc, unit="row", dynamic_ncols=True)
+        bar = progress_bar(total=n_rows, desc=desc, unit="row", dynamic_ncols=True)  # rows of per_row sequences
     run = dict(per_row=per_row, combine=combine, pad_to=pad_to, min_seqlen=static_min_seqlen or 0,
                pad_to_multiple_of=pad_to_multiple_of, mixed_precision=mixed_precision, bar=bar)  # fmt: skip
     if len(copies) == 1:
