@@ -138,7 +138,8 @@ def test_plain_average_and_fold_averaged_weights(project, tmp_path):
     write_submission(read_predictions(project / "runs" / "tiny" / "test.csv"), sample, tmp_path / "direct.csv")
     pd.testing.assert_frame_equal(submission(tmp_path / "avg.csv"), submission(tmp_path / "direct.csv"), check_exact=False, atol=1e-6, rtol=0)
 
-    kernel = build(project, tmp_path / "avg", "--weights", "average")
+    kernel = build(project, tmp_path / "avg", "--weights", "average", "--infer", "infer.precision=fp32")
+    assert json.loads((kernel / "dataset" / "prefkit-bundle.json").read_text())["infer"] == ["infer.precision=fp32"]
     averaged = kernel / "dataset" / "runs" / "tiny" / "averaged" / "checkpoint"
     folds = [load_file(str(project / "runs" / "tiny" / f"fold_{k}" / "checkpoint" / "adapter_model.safetensors")) for k in (0, 1)]
     mean = load_file(str(averaged / "adapter_model.safetensors"))
@@ -182,3 +183,25 @@ def test_saved_stacker_applies_as_the_fitted_one(tmp_path):
         SavedStack(method, ["a", "b"], 1.0, fitted.params()).save(tmp_path)
         saved = SavedStack.load(tmp_path)  # JSON, as a kernel reads it
         np.testing.assert_allclose(saved.predict(probs), fitted.predict_proba(x), atol=1e-9)
+
+
+def test_the_bundle_pins_what_the_image_lacks_and_packs_installed_files_offline(tmp_path):
+    from prefkit.kernel.wheels import canonical, fetch_wheel, image_packages, needed_distributions, wheel_from_installed
+
+    image = image_packages()
+    names = [canonical(d.metadata["Name"]) for d in needed_distributions()]
+    assert "torch" in image and not set(names) & image
+    assert "typer" in names  # prefkit's CLI, not in the image list
+    forced = [canonical(d.metadata["Name"]) for d in needed_distributions(extra=("transformers",))]
+    assert "transformers" in forced and "torch" not in forced
+
+    dist = metadata.distribution("typer")
+    wheel = wheel_from_installed(dist, tmp_path)  # what a bundle built without PyPI holds
+    target = tmp_path / "target"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(target), str(wheel)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (target / "typer" / "__init__.py").read_bytes() == Path(dist.locate_file("typer/__init__.py")).read_bytes()
+    (tmp_path / "fetched").mkdir()
+    fetched, source = fetch_wheel(dist, tmp_path / "fetched")  # pinned: PyPI's wheel, or the installed files
+    assert fetched.name.startswith(f"typer-{dist.version}-") and source in ("PyPI", "installed files")

@@ -28,6 +28,7 @@ def build_cmd(
     bundle: Annotated[Optional[list[str]], typer.Option("--bundle", help="Also bundle this package the image has (its version here); repeatable.")] = None,
     python_version: Annotated[Optional[str], typer.Option("--python-version", help="Fetch wheels for this Python (e.g. 3.11; default: this one).")] = None,
     project: Annotated[Optional[str], typer.Option("--project", help="prefkit's source tree for its wheel (default: found).")] = None,
+    infer: Annotated[Optional[list[str]], typer.Option("--infer", help="An infer.* setting the kernel predicts under (infer.precision=fp16, infer.quantize=8bit, infer.devices=cuda:0,cuda:1 ...); repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a kernel folder prefkit did not write.")] = False,
 ) -> None:
     """Build kernels/<name>/: the offline inference kernel, its metadata and its dataset (checkpoints, stacker, wheels)."""
@@ -35,7 +36,7 @@ def build_cmd(
 
     built = build_kernel(runs, competition, name=name, stack_dir=stack, weights=weights, out_root=out_root, owner=owner,
                          kernel_type=kernel_type, extra_bundle=tuple(bundle or ()), python_version=python_version,
-                         project_dir=project, force=force, echo=typer.echo)  # fmt: skip
+                         project_dir=project, infer=tuple(infer or ()), force=force, echo=typer.echo)  # fmt: skip
     size = sum(p.stat().st_size for p in built.dataset_dir.rglob("*") if p.is_file()) / 2**20
     typer.echo(f"kernel {built.kernel_id} ({built.combine} of {len(built.runs)} run(s)), dataset {built.dataset_id} "
                f"({size:.1f} MiB, {len(built.wheels)} wheels) -> {built.kernel_dir}")  # fmt: skip

@@ -69,32 +69,6 @@ def run_names(run_dirs: list[Path]) -> list[str]:
     return [r.name for r in read_runs(run_dirs)]
 
 
-def average_checkpoints(ckpts: list[Path], out: Path) -> Path:
-    """One checkpoint whose weights are the mean of ``ckpts``'s (same architecture and
-    setup): a LoRA checkpoint's adapter and head, or a full checkpoint's every weight.
-    The folder is ``ckpts[0]``'s otherwise (tokenizer, config, prefkit meta)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(ckpts[0], out)
-    for weights_file in sorted(out.glob("*.safetensors")):
-        states = []
-        for c in ckpts:
-            if not (c / weights_file.name).is_file():
-                raise InputError(f"cannot average fold weights: {weights_file.name} is missing here", file=c)
-            states.append(load_file(str(c / weights_file.name)))
-        mean = {}
-        for key, first in states[0].items():
-            if any(key not in s or s[key].shape != first.shape for s in states[1:]):
-                raise InputError(f"cannot average fold weights: tensor {key!r} differs in name or shape across folds", file=weights_file.name)
-            if first.is_floating_point():
-                mean[key] = torch.stack([s[key].float() for s in states]).mean(0).to(first.dtype)
-            else:
-                mean[key] = first
-        save_file(mean, str(weights_file), metadata={"format": "pt"})
-    return out
-
-
 def copy_checkpoint(src: Path, dst: Path, bases: dict[str, str], dataset_dir: Path) -> None:
     """``src`` to ``dst``; a LoRA checkpoint's base model is copied once into ``base/`` and
     named relative to the dataset root (``prefkit kernel run`` predicts from there)."""
@@ -124,6 +98,8 @@ def bundle_runs(run_dirs: list[Path], names: list[str], weights: str, dataset_di
         target = dataset_dir / "runs" / slug(name)
         target.mkdir(parents=True)
         if weights == "average" and len(ckpts) > 1:
+            from prefkit.infer.folds import average_checkpoints
+
             averaged = average_checkpoints(ckpts, target / "averaged" / "checkpoint")
             copy_checkpoint(averaged, averaged, bases, dataset_dir)
             rels = [averaged]
@@ -148,6 +124,18 @@ def stack_inputs_in_order(stack_dir: Path, names: list[str], run_dirs: list[Path
     if extra:
         raise InputError(f"this run is not an input of the stack {stack_dir} (its inputs: {saved.inputs})", file=extra[0])
     return saved
+
+
+def check_infer_overrides(infer) -> list[str]:
+    """``infer.*`` overrides, validated now (a typo is one line here, not a failed kernel on Kaggle)."""
+    from prefkit.config import load_config
+
+    infer = list(infer)
+    bad = [o for o in infer if not o.startswith("infer.")]
+    if bad:
+        raise InputError(f"--infer takes infer.* settings (infer.precision=fp16, infer.quantize=8bit, ...), not {bad[0]!r}")
+    load_config(None, infer)
+    return infer
 
 
 def entry_script(competition: str) -> str:
@@ -194,10 +182,12 @@ def build_kernel(
     extra_bundle: tuple[str, ...] = (),
     python_version: str | None = None,
     project_dir=None,
+    infer: tuple[str, ...] = (),
     force: bool = False,
     echo=print,
 ) -> KernelBuild:
-    """Assemble ``<out_root>/<name>/`` (see the module doc)."""
+    """Assemble ``<out_root>/<name>/`` (see the module doc). ``infer``: ``infer.*`` overrides
+    (``infer.precision=fp16`` ...) every checkpoint predicts under in the kernel."""
     if weights not in WEIGHTS:
         raise InputError(f"--weights must be one of {list(WEIGHTS)}, not {weights!r}")
     if kernel_type not in KERNEL_TYPES:
@@ -209,6 +199,7 @@ def build_kernel(
         if not d.is_dir():
             raise InputError("run folder not found", file=d)
         fold_checkpoints(d)  # every run is checked before anything is written
+    infer = check_infer_overrides(infer)
     names = run_names(run_dirs)
     saved = stack_inputs_in_order(Path(stack_dir), names, run_dirs) if stack_dir else None
     if saved is not None:  # the stacker's input order
@@ -244,6 +235,7 @@ def build_kernel(
         "runs": [{"name": e.name, "checkpoints": e.checkpoints} for e in entries],
         "combine": combine,
         "clip": clip,
+        "infer": list(infer),
         "wheels": "wheels",
     }
     (dataset_dir / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")

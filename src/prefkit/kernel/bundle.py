@@ -68,7 +68,7 @@ def working_directory(path: Path):
         os.chdir(before)
 
 
-def predict_run(bundle_dir: Path, run: RunEntry, table: pd.DataFrame, work: Path, device: str | None) -> np.ndarray:
+def predict_run(bundle_dir: Path, run: RunEntry, table: pd.DataFrame, work: Path, device: str | None, infer: list[str]) -> np.ndarray:
     """The run's predictions of ``table``'s rows as the stacker reads them (probabilities, and
     an item scorer's scores): the mean over its checkpoints' predictions."""
     from prefkit.infer.predict import predict_file
@@ -76,7 +76,7 @@ def predict_run(bundle_dir: Path, run: RunEntry, table: pd.DataFrame, work: Path
 
     probs = []
     for k, ckpt in enumerate(run.checkpoints):
-        preds = predict_file(bundle_dir / ckpt, table, work / f"{run.name}-{k}.csv", model_name=run.name, device=device)
+        preds = predict_file(bundle_dir / ckpt, table, work / f"{run.name}-{k}.csv", model_name=run.name, overrides=infer, device=device)
         probs.append(run_matrix(preds))
     return np.mean(probs, axis=0)
 
@@ -101,7 +101,7 @@ def run_bundle(bundle_dir, test_path, out, sample_path=None, device: str | None 
     table = read_pairs(test_path, "kaggle")
     echo(f"{len(table)} test pairs, {len(runs)} run(s), {sum(len(r.checkpoints) for r in runs)} checkpoint(s), combined by {tree['combine']['method']}")
     with tempfile.TemporaryDirectory(prefix="prefkit-kernel-") as tmp, working_directory(bundle_dir):
-        probs = [predict_run(bundle_dir, r, table, Path(tmp), device) for r in runs]
+        probs = [predict_run(bundle_dir, r, table, Path(tmp), device, list(tree.get("infer", []))) for r in runs]
     if tree["combine"]["method"] == "stack":
         saved = SavedStack.load(bundle_dir / tree["combine"]["stack"])
         by_name = {r.name: p for r, p in zip(runs, probs)}

@@ -88,18 +88,34 @@ def _pip(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"], capture_output=True, text=True)
 
 
+def _build_tools_here() -> bool:
+    """Whether the build backend prefkit's pyproject.toml asks for is installed here (then the
+    wheel builds without fetching it)."""
+    try:
+        import setuptools
+        import wheel  # noqa: F401
+        from packaging.version import Version
+    except ImportError:
+        return False
+    return Version(setuptools.__version__) >= Version("77")
+
+
 def build_prefkit_wheel(dest: Path, project_dir=None) -> Path:
-    """``pip wheel --no-deps`` of prefkit's source tree (with the build tools installed here when there are)."""
+    """``pip wheel --no-deps`` of prefkit's source tree, built from a copy (no ``build/``
+    left in the tree, no stale files from an earlier build in the wheel)."""
+    import shutil
+    import tempfile
+
     root = project_root(project_dir)
     before = set(dest.glob("prefkit-*.whl"))
-    try:
-        import setuptools  # noqa: F401
-        import wheel  # noqa: F401
-
-        isolation = ["--no-build-isolation"]
-    except ImportError:
-        isolation = []
-    done = _pip(["wheel", "--no-deps", *isolation, "-w", str(dest), str(root)])
+    with tempfile.TemporaryDirectory(prefix="prefkit-wheel-") as tmp:
+        src = Path(tmp) / "prefkit"
+        shutil.copytree(root / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for name in ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "setup.py", "MANIFEST.in"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, src / name)
+        isolation = ["--no-build-isolation"] if _build_tools_here() else []
+        done = _pip(["wheel", "--no-deps", *isolation, "-w", str(dest), str(src)])
     built = set(dest.glob("prefkit-*.whl")) - before
     if done.returncode != 0 or not built:
         last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
@@ -113,9 +129,10 @@ def _record_hash(data: bytes) -> str:
 
 def wheel_from_installed(dist: metadata.Distribution, dest: Path) -> Path:
     """A wheel of an installed distribution's files (its RECORD), tagged as its WHEEL file says."""
-    tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines() if line.startswith("Tag:")]
+    tags = [line.split(":", 1)[1].strip().split("-") for line in (dist.read_text("WHEEL") or "").splitlines() if line.startswith("Tag:")]
+    tag = "-".join(".".join(sorted({t[i] for t in tags})) for i in range(3)) if tags else "py3-none-any"  # py2.py3-none-any
     name = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
-    path = dest / f"{name}-{dist.version}-{tags[0] if tags else 'py3-none-any'}.whl"
+    path = dest / f"{name}-{dist.version}-{tag}.whl"
     info_dir = next((str(f).split("/")[0] for f in dist.files or [] if str(f).split("/")[0].endswith(".dist-info")), None)
     if not dist.files or info_dir is None:
         raise InputError(f"{dist.metadata['Name']} {dist.version}: no RECORD of its installed files, cannot pack a wheel")
