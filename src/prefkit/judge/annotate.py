@@ -135,6 +135,7 @@ class Annotations:
     ids: list[str]
     ab: np.ndarray
     ba: np.ndarray | None
+    tokens: np.ndarray | None = None  # input length per pair (tokens, one order)
 
     @property
     def probs(self) -> np.ndarray:
@@ -192,7 +193,7 @@ def annotate_pairs(
     logits = logits.reshape(len(pairs), -1) if len(pairs) else np.zeros((0, (2 if both_orders else 1) * k))
     ab = option_probabilities(logits[:, :k])
     ba = option_probabilities(logits[:, k:])[:, [1, 0, 2]] if both_orders else None  # B was shown first
-    return Annotations([str(i) for i in pairs["id"]], ab, ba)
+    return Annotations([str(i) for i in pairs["id"]], ab, ba, np.asarray([len(s) for s in ids]))
 
 
 def item_columns(pairs: pd.DataFrame) -> tuple[str, str] | None:
@@ -347,7 +348,7 @@ def _annotate_into(run_dir: Path, cfg: RunConfig, prompt: JudgePrompt, pairs, te
         "n_pairs": len(pairs),
         "n_test": len(test_pairs) if test_pairs is not None else 0,
         "orders": 2 if ac.both_orders else 1,
-        "mean_tokens": float(np.mean([len(s) for s in renderer.render_pairs(pairs, swapped=False)[0]])) if len(pairs) else 0.0,
+        "mean_tokens": float(train.tokens.mean()) if len(pairs) else 0.0,
         "position_bias": train.position_bias(),
         "labels": label_metrics(pairs, train),
         "seconds_loading": round(loaded - t0, 1),
