@@ -274,3 +274,24 @@ def test_paired_sampler_keeps_both_orders_in_one_generation_batch():
 def test_train_help_answers(capsys):
     assert main(["judge", "train", "--help"]) == 0
     assert "GRPO" in capsys.readouterr().out
+
+
+def test_rm_gallery_records_carry_label_and_strength(tiny_llm, tmp_path):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from prefkit.data.formats import read_pairs
+    from prefkit.judge.grpo import JudgePrompts, judge_records
+
+    def record(i, preferred, strength):
+        answers = [{"answer": {"role": "assistant", "content": f"answer {i} {side}"}} for side in "xy"]
+        return {"unique_id": f"r{i}", "input": [{"role": "user", "content": f"question {i}"}], "output": answers,
+                "metadata": {"preferred": preferred, "preference_strength": strength}}  # fmt: skip
+
+    path = tmp_path / "rm.parquet"
+    pd.DataFrame([record(0, "A", 2), record(1, "B", -1), record(2, "tie", 0)]).to_parquet(path)
+    rows = judge_records(read_pairs(path, "rm_gallery"), JudgePrompts(AutoTokenizer.from_pretrained(tiny_llm), 450))
+    given = rows[::2]
+    assert [r["label"] for r in given] == ["A", "B", "tie"]
+    assert [r["strength"] for r in given] == [2.0, -1.0, 0.0]  # raw; the reward reads the magnitude
+    assert "answer 0 x" in given[0]["prompt"][0]["content"].split("[Response A]")[1].split("[Response B]")[0]
