@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from prefkit.errors import InputError
-from prefkit.models.transformer import CHECKPOINT_META, read_checkpoint_meta as read_meta
+from prefkit.models.transformer import CHECKPOINT_META
+from prefkit.models.transformer import read_checkpoint_meta as read_meta
 
 BUNDLE_FILE = "prefkit-bundle.json"
 COMBINE_METHODS = ("stack", "average")

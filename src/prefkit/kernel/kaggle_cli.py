@@ -95,7 +95,7 @@ def call(what: str, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except InputError:
         raise
-    except Exception as err:  # the API raises requests', urllib3's and its own errors
+    except Exception as err:  # noqa: BLE001 - the API raises requests', urllib3's and its own errors
         raise one_line(what, err) from None
 
 
@@ -190,7 +190,7 @@ def push(kernel_dir, dataset: bool = True, notes: str = "prefkit kernel build", 
         try:
             api.dataset_status(data_meta["id"])
             exists = True
-        except Exception as err:  # not found is an HTTP error; a network failure is reported below
+        except Exception as err:  # noqa: BLE001 - not found is an HTTP error; a network failure is reported below
             if _network_error(err):
                 raise one_line(f"dataset {data_meta['id']}", err) from None
             exists = False

@@ -85,7 +85,7 @@ def project_root(project_dir=None) -> Path:
 
 
 def _pip(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"], capture_output=True, text=True, check=False)
 
 
 def _build_tools_here() -> bool:
