@@ -161,6 +161,8 @@ def main(argv=None) -> int:
 
     predictor.predict(table.head(min(len(table), 8)))  # warm-up (kernels, allocator)
     preds, seconds = timed(lambda: predictor.predict(table), args.device)
+    if not np.isfinite(preds).all():  # random weights overflowing in fp16, say: the speed would mean nothing
+        raise SystemExit(f"non-finite predictions in {args.dtype}: try --dtype bf16 or fp32")
     pairs_per_s = len(table) / seconds
     mfu = useful / seconds / peak
     log(f"prefkit: {seconds:.1f}s, {pairs_per_s:.2f} pairs/s, {lengths.sum() / seconds:.0f} tokens/s, MFU {100 * mfu:.1f}%")

@@ -294,9 +294,11 @@ def model_config_of(cfg):
 
 def test_lengths(target: Target, test: str | Path, fmt: str = "kaggle") -> tuple[np.ndarray, str]:
     """(untruncated lengths, how they were obtained) of the test file."""
-    test = Path(test)
-    if not test.exists():
-        raise InputError("test file not found", file=test)
+    asked = Path(test)
+    # a Kaggle layout kept compressed (test.csv.xz) answers to its plain name
+    test = next((p for p in (asked, *(asked.with_name(asked.name + s) for s in (".xz", ".gz", ".bz2", ".zst"))) if p.exists()), None)
+    if test is None:
+        raise InputError("test file not found", file=asked)
     if is_lengths_file(test):
         return read_lengths_file(test), f"token lengths read from {test}"
     from prefkit.data import read_pairs
