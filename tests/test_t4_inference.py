@@ -215,7 +215,7 @@ def test_fixed_outputs_are_the_training_label_rates():
 
 def test_fixed_outputs_replace_predictions_after_the_model(root, pairs):
     from prefkit.infer.predict import Predictor
-    from prefkit.train.engine import fixed_outputs_files
+    from prefkit.infer.fixed import fixed_outputs_files
 
     train = special_pairs()
     files = fixed_outputs_files(train)  # what training stores with each fold's checkpoint

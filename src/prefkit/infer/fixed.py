@@ -127,3 +127,11 @@ class FixedOutputs:
                 w = np.array([max(m.support(kind), 1) for m in have], dtype=float)
                 rates[kind] = np.average(np.array([m.rates[kind] for m in have]), axis=0, weights=w).tolist()
         return cls(rates, counts)
+
+
+def fixed_outputs_files(train_table: pd.DataFrame) -> dict[str, str]:
+    """``{fixed_outputs.json: text}`` for a fold's checkpoint: the label rates of its training
+    pairs with identical or empty responses; nothing for tables without pair labels."""
+    if not {"response_a", "response_b", "p_a", "p_b", "p_tie"} <= set(train_table.columns):
+        return {}
+    return {FIXED_OUTPUTS_FILE: FixedOutputs.from_table(train_table).to_json()}

@@ -46,6 +46,7 @@ import torch
 from prefkit.atomic import atomic_write_text
 from prefkit.config import RunConfig, TrainConfig, save_config
 from prefkit.errors import ConfigError, InputError
+from prefkit.infer.fixed import fixed_outputs_files
 from prefkit.infer.predict import Sharding, inference_plan, predict_encoded, prepare_model, use_packing
 from prefkit.models import packing
 from prefkit.predictions import OOF_FILE, TEST_FILE
@@ -219,17 +220,6 @@ class FoldResult:
     evals: list = field(default_factory=list)  # as in done.json
 
 
-def fixed_outputs_files(train_table: pd.DataFrame) -> dict[str, str]:
-    """``fixed_outputs.json`` for a fold's checkpoint (:mod:`prefkit.infer.fixed`): the label
-    rates of its training pairs with identical or empty responses; none for tables without
-    pair labels."""
-    from prefkit.infer.fixed import FIXED_OUTPUTS_FILE, FixedOutputs
-
-    if not {"response_a", "response_b", "p_a", "p_b", "p_tie"} <= set(train_table.columns):
-        return {}
-    return {FIXED_OUTPUTS_FILE: FixedOutputs.from_table(train_table).to_json()}
-
-
 class FoldTrainer:
     """One fold, from building the model to ``done.json``: :meth:`run` calls the pieces in order."""
 
@@ -251,7 +241,7 @@ class FoldTrainer:
         self.best_sharded: dict | None = None  # FSDP: the best trainable weights, gathered on the main process
         self._epoch: tuple[int, list] | None = None
         self._since_eval = [0.0, 0]  # training loss sum and micro-batches since the last evaluation
-        self.checkpoint_files = fixed_outputs_files(data.table.iloc[self.train_rows])
+        self.checkpoint_files = fixed_outputs_files(data.table.iloc[self.train_rows])  # saved with each checkpoint
 
     # -- model, optimizer, schedule ---------------------------------------------------------
     def build(self) -> None:
