@@ -15,7 +15,12 @@ from prefkit.cli import main
 from prefkit.config import AnnotateConfig, RenderConfig, load_config
 from prefkit.judge.annotate import annotate_pairs, fit_item_scores, load_causal_lm
 from prefkit.judge.prompts import JudgePrompt, JudgeRenderer, option_continuation
-from prefkit.testing.tiny import swap_pairs, tiny_tokenizer, toy_pairs, write_tiny_checkpoint
+from prefkit.testing.tiny import (
+    swap_pairs,
+    tiny_tokenizer,
+    toy_pairs,
+    write_tiny_checkpoint,
+)
 
 RENDER = RenderConfig(max_length=320)
 

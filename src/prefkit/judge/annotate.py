@@ -234,7 +234,6 @@ def fit_item_scores(pairs: pd.DataFrame, ann: Annotations, ties: str = "davidson
     """Bradley-Terry item scores (:func:`prefkit.scores.bt.fit`) from the annotations."""
     from prefkit.scores.bt import fit
     from prefkit.scores.data import from_pair_table
-
     from prefkit.scores.intervals import graph_components
 
     comp = from_pair_table(annotated_pairs(pairs, ann), source="annotations")
@@ -323,8 +322,8 @@ def _annotate_into(run_dir: Path, cfg: RunConfig, prompt: JudgePrompt, pairs, te
     if len(pairs):  # the first input, decoded: a formatting mistake shows at once
         log.info("first input:\n%s", renderer.decode(renderer.render_pairs(pairs.iloc[:1], swapped=False)[0][0]))
     loaded = time.perf_counter()
-    run_kwargs = dict(batch_size=ac.batch_size, max_tokens=ac.max_tokens, both_orders=ac.both_orders,
-                      device=device, mixed_precision=ac.mixed_precision, progress=True)  # fmt: skip
+    run_kwargs = {"batch_size": ac.batch_size, "max_tokens": ac.max_tokens, "both_orders": ac.both_orders,
+                  "device": device, "mixed_precision": ac.mixed_precision, "progress": True}  # fmt: skip
     train = annotate_pairs(model, renderer, pairs, desc="annotate", **run_kwargs)
     test = annotate_pairs(model, renderer, test_pairs, desc="annotate test", **run_kwargs) if test_pairs is not None else None
     seconds = time.perf_counter() - loaded

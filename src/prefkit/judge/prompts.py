@@ -126,7 +126,7 @@ class JudgePrompt:
     examples: tuple = ()
 
     @classmethod
-    def from_config(cls, cfg: AnnotateConfig, pairs: pd.DataFrame | None = None) -> "JudgePrompt":
+    def from_config(cls, cfg: AnnotateConfig, pairs: pd.DataFrame | None = None) -> JudgePrompt:
         """``cfg`` for ``pairs`` (``template: auto`` and ``tie: auto`` look at them)."""
         kind = cfg.template
         if kind == "auto":
