@@ -11,9 +11,10 @@ import torch
 
 from prefkit.config import load_config
 from prefkit.infer.predict import Predictor, predict_outputs
-from prefkit.models.transformer import build_model, load_tokenizer
+from prefkit.models.transformer import build_model, load_checkpoint, load_tokenizer
 from prefkit.schema import make_pairs
 from prefkit.tasks import get_task
+from prefkit.testing.tiny import write_tiny_checkpoint
 from prefkit.text.batching import BatchPlan
 from prefkit.train.engine import train_folds
 from prefkit.train.losses import bradley_terry, davidson
@@ -155,3 +156,24 @@ def test_a_scorer_trained_on_pairs_ranks_items_by_their_latent_score(bert, tmp_p
     np.testing.assert_allclose(written["score"], scores, atol=1e-5)
     assert written.loc[written["rank"] == 1, "id"].item() == f"d{int(np.argmax(scores))}"
     assert "top:" in capsys.readouterr().out
+
+
+def test_a_decoder_scorer_trains_on_packs_and_packed_scores_match_padded(tmp_path, data):
+    from prefkit.infer.predict import inference_plan
+    from prefkit.models import packing
+
+    pairs, folds, _ = data
+    llama = write_tiny_checkpoint(tmp_path / "llama", "llama")
+    cfg = scorer_config(llama, tmp_path, "train.max_tokens=256", "train.packing=on", "train.max_steps=3", "train.folds=[0]")
+    res = train_folds(cfg, pairs, folds)
+    assert set(res.oof["id"]) == set(pairs["id"][folds == 0])
+    assert "packed batches of <= 256 tokens" in (cfg.run_dir / "train.log").read_text()
+
+    task = get_task(cfg.task, cfg)
+    model, tok, _ = load_checkpoint(cfg.run_dir / "fold_0" / "checkpoint", device="cpu")
+    enc = task.encode(task.renderer(tok, cfg.render), pairs, labels=False)
+    padded = predict_outputs(model, enc.seqs, tok.pad_token_id, BatchPlan(batch_size=4), per_row=2, combine=task.combine)
+    packing.enable_packed_attention(model)
+    plan = inference_plan(cfg.train.model_copy(update={"eval_max_tokens": 200}), enc.lengths, packed=True)
+    packed = predict_outputs(model, enc.seqs, tok.pad_token_id, plan, per_row=2, combine=task.combine)
+    np.testing.assert_allclose(packed, padded, atol=1e-5)  # both items of a pair in one pack, in order
