@@ -220,3 +220,19 @@ def test_two_stage_runner_end_to_end(tmp_path, tiny_encoder, capsys):
     assert main(args + ["--test", str(tmp_path / "unseen.csv")]) == 0
     test_pred = pd.read_csv(out / "test_predictions.csv")
     assert test_pred["id"].tolist() == [f"e{k}" for k in range(6)] and test_pred["two_stage_warm__cohesion"].notna().all()
+
+
+def test_compare_command_reports_the_three_routes(tmp_path, tiny_encoder, capsys):
+    from prefkit.cli import main
+
+    essay_folder(tmp_path)
+    out = tmp_path / "cmp"
+    args = ["absolute", "compare", "--data", str(tmp_path), "--out", str(out), "--no-progress", f"embed.model={tiny_encoder}",
+            f"embed.cache_dir={tmp_path / 'cache'}", "embed.max_length=32", "fit.epochs=3", "pair_fit.epochs=2",
+            "comparative.target=cohesion", "comparative.n_anchors=4", "comparative.dense_subset=5"]  # fmt: skip
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert set(dict(kv.split("=") for kv in last.split())) == {"spearman_regression", "spearman_soft_bt", "spearman_4n"}
+    result = json.loads((out / "compare.json").read_text())
+    assert len(result["folds"]) == 3 and result["target"] == "cohesion"
+    assert all(f["comparisons_4n"] <= 4 * f["n_new"] and f["subset_comparisons_dense"] == 10 for f in result["folds"])

@@ -95,6 +95,8 @@ class FitResult:
 
 
 def _split_valid(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-back) rows; the same seed holds back the same items in stage 1 and
+    stage 2, so stage 2 never early-stops on items stage 1 trained on."""
     order = rng.permutation(n)
     n_valid = max(1, int(round(share * n))) if n >= 10 else 0
     return order[n_valid:], order[:n_valid]
