@@ -125,8 +125,12 @@ def test_two_model_copies_predict_like_one(ckpt, pairs, reference, mode):
     np.testing.assert_allclose(pred.predict(pairs), reference, atol=1e-5)
 
 
-def test_swapped_order_on_the_second_device_needs_tta(ckpt):
+def test_device_settings_are_checked_before_loading(ckpt, monkeypatch):
     from prefkit.infer.predict import Predictor
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="device 'cuda:1' asked for, but no CUDA device is available"):
+        Predictor(ckpt, overrides=["infer.devices=cpu,cuda:1"])
 
     with pytest.raises(ConfigError, match="needs swap TTA"):
         Predictor(ckpt, tta_swap=False, overrides=["infer.devices=cpu,cpu", "infer.multi_device=swap"])

@@ -314,6 +314,11 @@ class Predictor:
         default = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         devices = [torch.device(d) for d in infer.devices] if infer.devices else [default]
         dtype, mixed_precision = inference_precision(cfg, devices)
+        if infer.devices:
+            from prefkit.models.checks import check_device
+
+            for d in infer.devices:
+                check_device(d)  # an absent GPU: one line, before any weights load
         quantize = None if infer.quantize == "auto" else infer.quantize
         copies = []
         for d in devices:
