@@ -138,6 +138,20 @@ def test_plain_average_and_fold_averaged_weights(project, tmp_path):
     write_submission(read_predictions(project / "runs" / "tiny" / "test.csv"), sample, tmp_path / "direct.csv")
     pd.testing.assert_frame_equal(submission(tmp_path / "avg.csv"), submission(tmp_path / "direct.csv"), check_exact=False, atol=1e-6, rtol=0)
 
+    # a hidden test set's malformed row costs that row the mean prediction, not the submission
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    rows = pd.read_csv(test, dtype=str)
+    rows.loc[3, "response_a"] = '["an unterminated'
+    rows.to_csv(odd / "test.csv", index=False)
+    (odd / "sample_submission.csv").write_bytes(sample.read_bytes())
+    assert main(["kernel", "run", str(kernel / "dataset"), "--test", str(odd / "test.csv"), "--out", str(tmp_path / "odd.csv")]) == 0
+    got, full = submission(tmp_path / "odd.csv").set_index("id"), submission(tmp_path / "avg.csv").set_index("id")
+    bad_id = str(rows.loc[3, "id"])
+    others = full.drop(index=bad_id)
+    pd.testing.assert_frame_equal(got.drop(index=bad_id), others, check_exact=False, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got.loc[bad_id].to_numpy(), others.mean().to_numpy() / others.mean().sum(), atol=1e-6)
+
     kernel = build(project, tmp_path / "avg", "--weights", "average", "--infer", "infer.precision=fp32")
     assert json.loads((kernel / "dataset" / "prefkit-bundle.json").read_text())["infer"] == ["infer.precision=fp32"]
     averaged = kernel / "dataset" / "runs" / "tiny" / "averaged" / "checkpoint"
