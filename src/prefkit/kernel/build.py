@@ -52,8 +52,8 @@ def slug(text: str) -> str:
 
 def fold_checkpoints(run_dir: Path) -> list[Path]:
     """The finished folds' checkpoints of a transformer run (``fold_<k>/checkpoint`` beside a ``done.json``)."""
-    found = [d / "checkpoint" for d in sorted(run_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]) if p.name.split("_")[1].isdigit() else -1)
-             if (d / "done.json").exists() and (d / "checkpoint" / CHECKPOINT_META).exists()]  # fmt: skip
+    folds = sorted((int(m.group(1)), d) for d in run_dir.glob("fold_*") if (m := re.fullmatch(r"fold_(\d+)", d.name)))
+    found = [d / "checkpoint" for _, d in folds if (d / "done.json").exists() and (d / "checkpoint" / CHECKPOINT_META).exists()]
     if not found:
         raise InputError("not a transformer run with finished folds (no fold_<k>/checkpoint beside a done.json): "
                          "a kernel predicts with checkpoints", file=run_dir)  # fmt: skip
@@ -224,7 +224,8 @@ def build_kernel(
         combine = {"method": "stack", "stack": "stack", "source": str(stack_dir)}
     wheels = bundle_wheels(dataset_dir / "wheels", extra=extra_bundle, python_version=python_version, project_dir=project_dir, echo=echo)
 
-    dataset_id = f"{owner}/{kernel_slug[:44].strip('-')}-data"
+    dataset_slug = f"{kernel_slug[:44].strip('-')}-data"
+    dataset_id = f"{owner}/{dataset_slug}"
     bundle = {
         "format": 1,
         "competition": competition,
@@ -237,7 +238,7 @@ def build_kernel(
         "wheels": "wheels",
     }
     (dataset_dir / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
-    _write_json(dataset_dir / "dataset-metadata.json", {"title": f"{kernel_slug[:44].strip('-')}-data", "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]})
+    _write_json(dataset_dir / "dataset-metadata.json", {"title": dataset_slug, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]})
 
     script = entry_script(competition)
     (kernel_dir / "kernel.py").write_text(script)
