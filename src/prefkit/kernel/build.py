@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from prefkit.atomic import atomic_directory
 from prefkit.errors import InputError
 from prefkit.kernel.bundle import BUNDLE_FILE, CHECKPOINT_META, RunEntry, read_meta
 from prefkit.kernel.wheels import bundle_wheels
@@ -75,6 +76,12 @@ def copy_checkpoint(src: Path, dst: Path, bases: dict[str, str], dataset_dir: Pa
     meta = read_meta(dst)
     if meta["format"] != "lora":
         return
+    from prefkit.config import load_config
+
+    init_from = load_config(dst / "config.yaml").model.init_from
+    if init_from:
+        raise InputError(f"a LoRA checkpoint warm-started from model.init_from={init_from} loads its stage-1 checkpoint too, "
+                         "which a kernel does not bundle yet", file=src)  # fmt: skip
     base = Path(meta.get("base_model_abs") or meta["base_model"])
     if not base.is_dir():
         raise InputError(f"the LoRA checkpoint's base model {meta['base_model']!r} is not a local folder: it cannot be bundled", file=src)
@@ -161,11 +168,10 @@ def kaggle_owner(owner: str | None) -> str:
     return creds.username if creds and creds.username else OWNER_PLACEHOLDER
 
 
-def prepare_folder(kernel_dir: Path, force: bool) -> None:
-    if kernel_dir.exists():
-        if not (kernel_dir / KERNEL_MARKER).exists() and not force:
-            raise InputError("exists and was not written by prefkit kernel build: choose another --name, or pass --force to replace it", file=kernel_dir)
-        shutil.rmtree(kernel_dir)
+def check_folder(kernel_dir: Path, force: bool) -> None:
+    """A kernel folder is replaced whole only when this command wrote it (or with ``force``)."""
+    if kernel_dir.exists() and not (kernel_dir / KERNEL_MARKER).exists() and not force:
+        raise InputError("exists and was not written by prefkit kernel build: choose another --name, or pass --force to replace it", file=kernel_dir)
 
 
 def build_kernel(
@@ -209,20 +215,50 @@ def build_kernel(
     kernel_slug = kernel_slug[:50].strip("-")
     owner = kaggle_owner(owner)
     kernel_dir = Path(out_root) / kernel_slug
-    prepare_folder(kernel_dir, force)
+    check_folder(kernel_dir, force)
+    echo(f"bundling {len(run_dirs)} run(s) ({weights} weights) into {kernel_dir / 'dataset'}")
+    plan = KernelPlan(competition, kernel_slug, owner, kernel_type, run_dirs, names, weights, saved, stack_dir,
+                      tuple(extra_bundle), python_version, project_dir, infer)  # fmt: skip
+    with atomic_directory(kernel_dir) as staging:  # a failed build leaves the previous kernel folder
+        ids, entries, wheels = _write_kernel(staging, plan, echo)
+    if owner == OWNER_PLACEHOLDER:
+        echo(f"no Kaggle user name (--owner, or credentials): the ids say {OWNER_PLACEHOLDER!r}; prefkit kernel push fills in yours")
+    return KernelBuild(kernel_dir, kernel_dir / "dataset", *ids, entries, wheels, "stack" if saved is not None else "average")
+
+
+@dataclass
+class KernelPlan:
+    """What :func:`build_kernel` checked and will write."""
+
+    competition: str
+    kernel_slug: str
+    owner: str
+    kernel_type: str
+    run_dirs: list[Path]
+    names: list[str]
+    weights: str
+    saved: object  # prefkit.stacking.SavedStack | None
+    stack_dir: object
+    extra_bundle: tuple[str, ...]
+    python_version: str | None
+    project_dir: object
+    infer: list[str]
+
+
+def _write_kernel(kernel_dir: Path, plan: KernelPlan, echo):
+    """The kernel folder's contents into ``kernel_dir``; returns ``((kernel id, dataset id), runs, wheels)``."""
+    competition, kernel_slug, owner, stack_dir, saved = plan.competition, plan.kernel_slug, plan.owner, plan.stack_dir, plan.saved
     dataset_dir = kernel_dir / "dataset"
     dataset_dir.mkdir(parents=True)
     (kernel_dir / KERNEL_MARKER).write_text("written by prefkit kernel build\n")
-
-    echo(f"bundling {len(run_dirs)} run(s) ({weights} weights) into {dataset_dir}")
-    entries = bundle_runs(run_dirs, names, weights, dataset_dir)
+    entries = bundle_runs(plan.run_dirs, plan.names, plan.weights, dataset_dir)
     combine: dict = {"method": "average"}
     clip = _stack_clip(stack_dir)
     if saved is not None:
         (dataset_dir / "stack").mkdir()
         saved.save(dataset_dir / "stack")
         combine = {"method": "stack", "stack": "stack", "source": str(stack_dir)}
-    wheels = bundle_wheels(dataset_dir / "wheels", extra=extra_bundle, python_version=python_version, project_dir=project_dir, echo=echo)
+    wheels = bundle_wheels(dataset_dir / "wheels", extra=plan.extra_bundle, python_version=plan.python_version, project_dir=plan.project_dir, echo=echo)
 
     dataset_slug = f"{kernel_slug[:44].strip('-')}-data"
     dataset_id = f"{owner}/{dataset_slug}"
@@ -230,11 +266,11 @@ def build_kernel(
         "format": 1,
         "competition": competition,
         "prefkit_version": metadata.version("prefkit"),
-        "weights": weights,
+        "weights": plan.weights,
         "runs": [{"name": e.name, "checkpoints": e.checkpoints} for e in entries],
         "combine": combine,
         "clip": clip,
-        "infer": list(infer),
+        "infer": list(plan.infer),
         "wheels": "wheels",
     }
     (dataset_dir / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
@@ -247,9 +283,9 @@ def build_kernel(
     _write_json(kernel_dir / "kernel-metadata.json", {
         "id": kernel_id,
         "title": kernel_slug,
-        "code_file": "kernel.ipynb" if kernel_type == "notebook" else "kernel.py",
+        "code_file": "kernel.ipynb" if plan.kernel_type == "notebook" else "kernel.py",
         "language": "python",
-        "kernel_type": kernel_type,
+        "kernel_type": plan.kernel_type,
         "is_private": True,
         "enable_gpu": True,
         "enable_tpu": False,
@@ -259,9 +295,7 @@ def build_kernel(
         "kernel_sources": [],
         "model_sources": [],
     })  # fmt: skip
-    if owner == OWNER_PLACEHOLDER:
-        echo(f"no Kaggle user name (--owner, or credentials): the ids say {OWNER_PLACEHOLDER!r}; prefkit kernel push fills in yours")
-    return KernelBuild(kernel_dir, dataset_dir, kernel_id, dataset_id, entries, wheels, combine["method"])
+    return (kernel_id, dataset_id), entries, wheels
 
 
 def _stack_clip(stack_dir) -> float:
