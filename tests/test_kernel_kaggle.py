@@ -163,3 +163,7 @@ def test_status_and_an_unreachable_network(fake_api, capsys):
     assert main(["kernel", "status", "alice/my-kernel"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: status of alice/my-kernel: Kaggle is unreachable (ConnectionError): check the network"]
+
+    fake_api.kernels_status = lambda kernel: {"status": "running", "failureMessage": ""}  # kaggle < 1.7 answers a dict
+    assert main(["kernel", "status", "alice/my-kernel"]) == 0
+    assert capsys.readouterr().out.strip() == "alice/my-kernel: running"

@@ -15,6 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from prefkit.errors import InputError
 
@@ -213,6 +214,8 @@ def status(kernel: str, echo=print) -> tuple[str, str | None]:
         raise InputError(f"kernel must be owner/slug, not {kernel!r}")
     api = kaggle_api()
     result = call(f"status of {kernel}", api.kernels_status, kernel)
+    if isinstance(result, dict):  # kaggle < 1.7 answers a dict
+        result = SimpleNamespace(status=result.get("status"), failure_message=result.get("failureMessage"))
     state = str(getattr(result, "status", result)).split(".")[-1].lower()
     failure = getattr(result, "failure_message", None) or None
     echo(f"{kernel}: {state}" + (f" ({failure})" if failure else ""))
