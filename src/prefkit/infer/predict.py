@@ -367,6 +367,22 @@ class Predictor:
         self.fixed = fixed if self.task.name == "pair3" else None
         self.fixed_rows = 0  # rows the last predict() gave fixed outputs
 
+    def outputs(self, seqs, progress: bool = False, desc: str = "predict") -> np.ndarray:
+        """Raw outputs (rows, head outputs) of single token id sequences, one per row and no
+        task combine (an item scorer's s(x) per text), on every model copy."""
+        several = len(self.copies) > 1
+        return predict_outputs(
+            self.copies if several else self.model,
+            seqs,
+            self.tokenizer.pad_token_id,
+            inference_plan(self.train_cfg, row_lengths(seqs), self.packed),
+            device=None if several else self.device,
+            mixed_precision=self.mixed_precision,
+            pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
+            progress=progress,
+            desc=desc,
+        )
+
     def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
         encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)
         several = len(self.copies) > 1
