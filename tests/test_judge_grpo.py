@@ -195,6 +195,8 @@ def test_metrics_from_hand_made_verdicts():
     p_y = np.array([1.5, 1.5, 1.5]) / 4.5
     assert m["log_loss"] == pytest.approx(-(math.log(p_x[0]) + math.log(p_y[2])) / 2)
     assert m["by_label"]["tie"]["accuracy"] == pytest.approx(1 / 4)
+    # x: A is the most frequent (right); y: A, B and tie once each, a three-way tie: 1/3
+    assert m["majority_accuracy"] == pytest.approx((1 + 1 / 3) / 2)
 
 
 # -- GRPO through TRL ----------------------------------------------------------------------

@@ -465,6 +465,16 @@ def _accuracy(counts: np.ndarray, label_cls: np.ndarray) -> float:
     return float(counts[np.arange(len(counts)), :, label_cls].sum() / total) if total else math.nan
 
 
+def _majority_accuracy(counts: np.ndarray, label_cls: np.ndarray) -> float:
+    """Accuracy of each pair's most frequent parsed verdict (both orders); a tie between
+    verdicts (or none parsed) is broken at random, so it earns 1 / (number tied) in expectation."""
+    if not len(counts):
+        return math.nan
+    known = counts[..., :3].sum(axis=1)
+    top = known == known.max(axis=1, keepdims=True)
+    return float((top[np.arange(len(top)), label_cls] / top.sum(axis=1)).mean())
+
+
 def judge_metrics(pairs: pd.DataFrame, counts: np.ndarray, smoothing: float) -> dict:
     """Accuracy (overall, by label, by strength), majority accuracy, flip rate, unparseable
     share, first-position share, 3-way log loss (see the module docstring)."""
@@ -481,9 +491,10 @@ def judge_metrics(pairs: pd.DataFrame, counts: np.ndarray, smoothing: float) -> 
         "pairs": int(len(pairs)),
         "samples_per_order": int(counts[0, 0].sum()) if len(counts) else 0,
         "accuracy": _accuracy(counts, label_cls),
-        "majority_accuracy": float((probs.argmax(axis=1) == label_cls).mean()) if len(counts) else math.nan,
+        "majority_accuracy": _majority_accuracy(counts, label_cls),
         "log_loss": metrics.log_loss(targets, probs) if len(counts) else math.nan,
         "flip_rate": float(np.nanmean(flips)) if np.isfinite(flips).any() else math.nan,
+        "flip_pairs": int(np.isfinite(flips).sum()),  # pairs with a parsed verdict in both orders
         "unparseable": float(counts[..., 3].sum() / total) if total else math.nan,
         "first_position_share": float(shown_first / known) if known else math.nan,
         "by_label": {},
