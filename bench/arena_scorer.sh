@@ -8,14 +8,15 @@
 #
 # DATA_DIR: a folder in the Kaggle layout with solution.csv (default ../shared/data/arena_alpacaeval_gpt4,
 # relative to the repo root; a given one is relative to where the script is called from; files plain
-# or compressed). A cheap CPU setting by default: a random 4000 training and 2000 test rows (0: all)
-# copied to runs/bench_arena_scorer/<folder>/data, 3 folds; overrides (key=value) go to the scorer.
+# or compressed). A cheap CPU setting by default: a random 800 training and 400 test rows (0: all)
+# copied to runs/bench_arena_scorer/<folder>/data, 2 folds, 32 tokens per item; overrides (key=value,
+# e.g. render.max_length=512 on a GPU) go to the scorer.
 # The last line is
 #   test_logloss=<stack with the scorer> without_scorer=<stack of the feature model alone>
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
-given=() extra=() TRAIN_ROWS=4000 TEST_ROWS=2000 FOLDS=3
+given=() extra=(render.max_length=32) TRAIN_ROWS=800 TEST_ROWS=400 FOLDS=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --train-rows) TRAIN_ROWS=$2; shift 2 ;;
