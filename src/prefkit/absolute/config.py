@@ -97,7 +97,7 @@ class AbsoluteConfig(Section):
     comparative: ComparativeConfig = Field(default_factory=ComparativeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     seed: int = 0
-    threads: int = Field(default=2, ge=1)
+    threads: int = Field(default=1, ge=1)  # torch threads for the heads: tiny models, one thread is fastest (and no waits on a shared CPU)
     out: str = "runs/absolute"
 
     @model_validator(mode="after")
