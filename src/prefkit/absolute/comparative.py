@@ -46,6 +46,16 @@ def choose_anchors(known_scores: np.ndarray, n_anchors: int, rng: np.random.Gene
     return np.array([rng.choice(band) for band in bands], dtype=np.int64)
 
 
+def spread_order(anchor_pos: np.ndarray, anchor_scores: np.ndarray, per_item: int) -> np.ndarray:
+    """Anchors ordered so that every run of ``per_item`` consecutive ones (what the anchor design
+    gives one item) spans the score range: sorted by score, then dealt in ``per_item`` strides
+    (16 anchors, 4 per item: ranks 0 4 8 12, 1 5 9 13, ...). Anchors of one narrow band would
+    only bound an item that beats (or loses to) all of them."""
+    by_score = np.asarray(anchor_pos)[np.argsort(anchor_scores, kind="stable")]
+    stride = max(1, len(by_score) // max(per_item, 1))
+    return by_score[np.argsort(np.arange(len(by_score)) % stride, kind="stable")]
+
+
 def _soft_comparisons(n_items: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> Comparisons:
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     y = np.stack([p, 1.0 - p, np.zeros_like(p)], axis=1)
@@ -73,7 +83,7 @@ def comparative_scores(
     n_anchors = len(anchor_scores)
     n_items = n_new + n_anchors
     anchor_pos = np.arange(n_new, n_items)
-    i, j = anchor_design(n_items, anchors_per_item, anchors=anchor_pos, rng=seed)
+    i, j = anchor_design(n_items, anchors_per_item, anchors=spread_order(anchor_pos, anchor_scores, anchors_per_item), rng=seed)
     new_rows = (i < n_new) | (j < n_new)  # the design's anchor ring is replaced by all anchor pairs
     i, j = i[new_rows], j[new_rows]
     p = pair_model(i, j)
