@@ -21,7 +21,6 @@ from prefkit.commands import folds  # noqa: F401,E402
 from prefkit.commands import models  # noqa: F401,E402
 from prefkit.commands import transformer  # noqa: F401,E402
 from prefkit.commands import items  # noqa: F401,E402
-from prefkit.commands import items  # noqa: F401,E402
 from prefkit.commands import pipeline  # noqa: F401,E402
 from prefkit.commands import scores  # noqa: F401,E402
 from prefkit.commands import kernel  # noqa: F401,E402
