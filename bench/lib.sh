@@ -18,7 +18,10 @@ find_data_file() {
 # or nan when there is no solution or no prediction file.
 test_logloss() {
     [ -n "$2" ] && [ -f "$1" ] || { echo nan; return; }
-    "$BIN/prefkit" score "$1" "$2" | tee /dev/stderr | tail -n 1 \
+    local scores
+    scores=$("$BIN/prefkit" score "$1" "$2") || return
+    echo "$scores" >&2  # (tee /dev/stderr would reopen, and so truncate, a redirected log file)
+    echo "$scores" | tail -n 1 \
         | sed -n 's/^log_loss=\([^ ]*\).*/\1/p' | xargs printf '%.5f'
 }
 
