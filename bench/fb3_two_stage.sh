@@ -5,22 +5,23 @@
 # target columns) and optionally a fold map (fold_map.json / fold_map.csv / folds.csv; else
 # 5 folds are made).
 #
-#   bash bench/fb3_two_stage.sh [DIR] [--test FILE] [--config FILE]
+#   bash bench/fb3_two_stage.sh [DIR] [--test FILE] [--config FILE] [key=value ...]
 #
 # DIR defaults to ../shared/data/fb3_ell (relative to the repo root); paths given are
 # relative to where the script is called from. --test fits on all of DIR and scores FILE
 # (the same columns). --config: a configs/absolute YAML (default configs/absolute/fb3_frozen.yaml,
-# frozen MiniLM embeddings on the CPU; mode: finetune for a GPU). The last line is
+# frozen MiniLM embeddings on the CPU; mode: finetune for a GPU); key=value arguments are dotted overrides of it. The last line is
 #   mcrmse_absolute=<v> mcrmse_two_stage=<v> [test_mcrmse_absolute=<v> test_mcrmse_two_stage=<v>]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 abs_path() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
-DIR_ARG=() TEST=() CONFIG="$ROOT/configs/absolute/fb3_frozen.yaml"
+DIR_ARG=() TEST=() OVERRIDES=() CONFIG="$ROOT/configs/absolute/fb3_frozen.yaml"
 while [ $# -gt 0 ]; do
     case "$1" in
         --test) TEST=(--test "$(abs_path "$2")"); shift 2 ;;
         --config) CONFIG=$(abs_path "$2"); shift 2 ;;
+        *=*) OVERRIDES+=("$1"); shift ;;
         *) DIR_ARG=("$1"); shift ;;
     esac
 done
@@ -28,4 +29,4 @@ DATA=$(data_dir "$ROOT/../shared/data/fb3_ell" "${DIR_ARG[@]}")
 cd "$ROOT"
 BIN=${BIN:-.venv/bin}
 "$BIN/prefkit" models fetch all-MiniLM-L6-v2 >&2
-"$BIN/prefkit" absolute run -c "$CONFIG" --data "$DATA" "${TEST[@]}" --out runs/bench_fb3_two_stage --no-progress
+"$BIN/prefkit" absolute run -c "$CONFIG" --data "$DATA" "${TEST[@]}" --out runs/bench_fb3_two_stage --no-progress "${OVERRIDES[@]}"

@@ -21,6 +21,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
+def yaml_on_off(value):
+    """YAML reads bare ``on`` / ``off`` as booleans; give them back as the words."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 def one_of(value: str, known, what: str) -> str:
     """``value`` when it is a name in ``known`` (a registry); else a ValueError naming them,
     which the config reports as one line (``data.format: unknown pair format 'x'; known: ...``)."""
@@ -262,7 +267,7 @@ class TrainConfig(Section):
     @field_validator("packing", mode="before")
     @classmethod
     def _yaml_on_off(cls, value):
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+        return yaml_on_off(value)
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -426,7 +431,7 @@ class AnnotateConfig(Section):
     @field_validator("tie", mode="before")
     @classmethod
     def _yaml_on_off(cls, value):
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+        return yaml_on_off(value)
 
 
 class RunConfig(Section):
