@@ -11,11 +11,6 @@ from prefkit.cli_app import app
 from prefkit.errors import InputError
 
 
-def _preview(text, width: int = 90) -> str:
-    one_line = " ".join(str(text).split())
-    return one_line if len(one_line) <= width else one_line[: width - 3] + "..."
-
-
 @app.command("score-items")
 def score_items_cmd(
     checkpoint: Annotated[str, typer.Argument(help="An item scorer's checkpoint (runs/<name>/fold_<k>/checkpoint).", show_default=False)],
@@ -37,6 +32,7 @@ def score_items_cmd(
     from prefkit.models.checks import check_checkpoint, check_device
     from prefkit.predictions import atomic_write_csv
     from prefkit.rundir import check_output_path
+    from prefkit.scores.report import snippet
 
     check_checkpoint(checkpoint)
     device = check_device(device) if device else None
@@ -54,4 +50,4 @@ def score_items_cmd(
         if top and len(rows):
             typer.echo(f"{title}:")
             for _, row in rows.iterrows():
-                typer.echo(f"  {row['rank']:>5}  {row['score']:8.3f}  {_preview(row[text_column])}")
+                typer.echo(f"  {row['rank']:>5}  {row['score']:8.3f}  {snippet(row[text_column], 90)}")
