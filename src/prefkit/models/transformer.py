@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -32,6 +33,8 @@ from prefkit.config import ModelConfig, RunConfig, load_config, save_config
 from prefkit.errors import ConfigError, InputError
 from prefkit.models.heads import HeadSpec, head_spec
 from prefkit.tasks import get_task
+
+logger = logging.getLogger("prefkit.models")
 
 CHECKPOINT_META = "prefkit_checkpoint.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -127,12 +130,6 @@ def check_model_sources(model_cfg: ModelConfig) -> None:
         _local_or_hub(model_cfg.name_or_path, "model config")
     else:
         resolve_model_path(model_cfg.name_or_path)
-
-
-def _log_line(text: str) -> None:
-    import logging
-
-    logging.getLogger("prefkit.models").info(text)
 
 
 def load_tokenizer(model_cfg: ModelConfig):
@@ -238,7 +235,7 @@ def load_backbone(model_cfg: ModelConfig, head: str = "pair3", pad_token_id: int
         from prefkit.models.checks import one_line_load_report, resolve_model_path
 
         source = resolve_model_path(model_cfg.name_or_path)  # a broken or missing local checkpoint: one line
-        with one_line_load_report(_log_line):  # the fresh head's load report as one prefkit line
+        with one_line_load_report(logger.info):  # the fresh head's load report as one prefkit line
             model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise _source_error(model_cfg.name_or_path, err) from None
