@@ -3,10 +3,10 @@
 
 TRL passes every dataset column as a keyword list aligned with ``completions`` (each
 prompt repeated ``num_generations`` times). The judge dataset
-(:func:`prefkit.judge.grpo.judge_dataset`) has these columns:
+(:func:`prefkit.judge.grpo.judge_records`) has these columns:
 
 ``label``     the verdict the label gives *in the order shown* (``A``, ``B``, ``tie``)
-``strength``  the pair's preference strength (RM-Gallery ``preference_strength``; NaN: none)
+``strength``  the pair's preference strength (RM-Gallery ``preference_strength``; None: none)
 ``pair_key``  the same for a pair asked in its original order and swapped
 ``order``     0 = as in the data, 1 = A and B swapped
 
