@@ -370,13 +370,11 @@ class Predictor:
     def outputs(self, seqs, progress: bool = False, desc: str = "predict") -> np.ndarray:
         """Raw outputs (rows, head outputs) of single token id sequences, one per row and no
         task combine (an item scorer's s(x) per text), on every model copy."""
-        several = len(self.copies) > 1
         return predict_outputs(
-            self.copies if several else self.model,
+            self.copies,  # each copy runs on its own device (a list of one included)
             seqs,
             self.tokenizer.pad_token_id,
             inference_plan(self.train_cfg, row_lengths(seqs), self.packed),
-            device=None if several else self.device,
             mixed_precision=self.mixed_precision,
             pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
             progress=progress,
@@ -385,16 +383,14 @@ class Predictor:
 
     def predict(self, table: pd.DataFrame, progress: bool = False) -> np.ndarray:
         encoded = self.task.encode(self.renderer, table, labels=False, swapped=self.tta_swap)
-        several = len(self.copies) > 1
         preds = predict_encoded(
-            self.copies if several else self.model,
+            self.copies,
             self.task,
             encoded,
             self.tokenizer.pad_token_id,
             inference_plan(self.train_cfg, encoded.lengths, self.packed),
             tta_swap=self.tta_swap,
             swap_copies=self.cfg.infer.multi_device == "swap",
-            device=None if several else self.device,
             mixed_precision=self.mixed_precision,
             pad_to_multiple_of=self.train_cfg.pad_to_multiple_of,
             progress=progress,
