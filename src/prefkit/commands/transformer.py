@@ -58,9 +58,8 @@ def predict_cmd(
     from prefkit.data import read_pairs
     from prefkit.infer.predict import checkpoint_config, predict_file
     from prefkit.models.checks import check_checkpoint, check_device
-    from prefkit.rundir import check_output_path
-
     from prefkit.models.transformer import CHECKPOINT_META
+    from prefkit.rundir import check_output_path
 
     folds = sorted(Path(checkpoint).glob("fold_*/checkpoint"))  # a run folder: every fold's checkpoint
     checkpoints = folds if folds and not (Path(checkpoint) / CHECKPOINT_META).exists() else [Path(checkpoint)]
