@@ -103,7 +103,7 @@ def gpu_profile(device: str, profiles: dict) -> str | None:
     if device != "cuda":
         return None
     name = torch.cuda.get_device_name().lower()
-    return next((gpu for gpu in ("h200", "h100", "a100", "t4") if gpu in name), None)
+    return next((gpu for gpu in profiles["peaks"] if gpu in name), None)
 
 
 def peak_flops(args, profiles: dict) -> float:
