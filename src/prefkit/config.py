@@ -250,6 +250,11 @@ class TrainConfig(Section):
     compile_layers: bool = False  # torch.compile each transformer block (packs padded to max_tokens)
     loss: str | None = None  # a loss by name (prefkit.train.losses); None: the task's own
 
+    @property
+    def transformers_scheduler(self) -> str:
+        """transformers' name of ``scheduler``: its plain ``constant`` would ignore the warmup."""
+        return "constant_with_warmup" if self.scheduler == "constant" else self.scheduler
+
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, value):

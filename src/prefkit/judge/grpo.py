@@ -241,7 +241,7 @@ def trl_arguments(cfg: RunConfig, output_dir: Path):
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        lr_scheduler_type=t.scheduler,
+        lr_scheduler_type=t.transformers_scheduler,  # as the engine: constant keeps its warmup
         warmup_steps=t.warmup_ratio,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,

@@ -149,9 +149,8 @@ def param_groups(model, train_cfg: TrainConfig) -> list[dict]:
 def make_scheduler(optimizer, train_cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
-    name = "constant_with_warmup" if train_cfg.scheduler == "constant" else train_cfg.scheduler
     warmup = int(round(train_cfg.warmup_ratio * total_steps))
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return get_scheduler(train_cfg.transformers_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def fold_rows(fold_ids: np.ndarray, k: int, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
