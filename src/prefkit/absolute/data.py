@@ -21,6 +21,7 @@ import pandas as pd
 
 from prefkit.data.fileio import COMPRESSION_SUFFIXES
 from prefkit.data.folds import import_fold_map, make_folds
+from prefkit.data.kaggle import find_file
 from prefkit.data.readers import read_scores_csv
 from prefkit.errors import InputError
 
@@ -50,9 +51,9 @@ def find_train_file(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("data folder not found", file=folder)
-    for suffix in COMPRESSION_SUFFIXES:
-        if (folder / f"train.csv{suffix}").is_file():
-            return folder / f"train.csv{suffix}"
+    train = find_file(folder, "train")
+    if train is not None:
+        return train
     csvs = sorted(p for p in folder.iterdir() if any(p.name.endswith(f".csv{s}") for s in COMPRESSION_SUFFIXES))
     csvs = [p for p in csvs if not p.name.startswith(("fold", "sample_submission"))]
     if len(csvs) != 1:
