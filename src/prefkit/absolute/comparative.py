@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from prefkit.absolute.softbt import soft_targets
+from prefkit.metrics import spearman
 from prefkit.scores.bt import fit
 from prefkit.scores.data import Comparisons
 from prefkit.scores.design import anchor_design
@@ -111,12 +112,6 @@ def dense_scores(pair_model: PairModel, n_items: int, l2: float = 1e-3) -> np.nd
 # The comparison of scoring routes on held-out folds (prefkit absolute compare)
 
 
-def _spearman(a, b) -> float:
-    from prefkit.metrics import spearman
-
-    return spearman(a, b)
-
-
 def compare_fold(cfg, x_train: np.ndarray, y_train: np.ndarray, x_new: np.ndarray, y_new: np.ndarray, seed: int) -> dict:
     """Spearman with the true scores of unseen items (one target) for: a regressor on the labels,
     the soft-BT scalar scorer, and 4N comparative scoring with the soft-BT pair model; on a
@@ -144,9 +139,9 @@ def compare_fold(cfg, x_train: np.ndarray, y_train: np.ndarray, x_new: np.ndarra
     four_n = comparative_scores(pair_model, len(x_new), z[anchors, 0], c.anchors_per_item, cfg.pairs.gamma, c.anchor_weight, seed=seed)
     scalar = predict(scorer, x_new)[:, 0]
     out = {
-        "spearman_regression": _spearman(predict(regressor, x_new)[:, 0], y_new),
-        "spearman_soft_bt": _spearman(scalar, y_new),
-        "spearman_4n": _spearman(four_n.scores, y_new),
+        "spearman_regression": spearman(predict(regressor, x_new)[:, 0], y_new),
+        "spearman_soft_bt": spearman(scalar, y_new),
+        "spearman_4n": spearman(four_n.scores, y_new),
         "comparisons_4n": four_n.n_comparisons,
         "n_new": int(len(x_new)),
     }
@@ -157,9 +152,9 @@ def compare_fold(cfg, x_train: np.ndarray, y_train: np.ndarray, x_new: np.ndarra
         out.update(
             subset_n=int(m),
             subset_comparisons_dense=int(m * (m - 1) // 2),
-            subset_spearman_dense=_spearman(dense, y_new[sub]),
-            subset_spearman_4n=_spearman(four_n.scores[sub], y_new[sub]),
-            subset_spearman_soft_bt=_spearman(scalar[sub], y_new[sub]),
+            subset_spearman_dense=spearman(dense, y_new[sub]),
+            subset_spearman_4n=spearman(four_n.scores[sub], y_new[sub]),
+            subset_spearman_soft_bt=spearman(scalar[sub], y_new[sub]),
         )
     return out
 

@@ -26,6 +26,7 @@ import pandas as pd
 from prefkit.absolute.config import AbsoluteConfig, save_absolute_config
 from prefkit.absolute.data import ItemTable, load_run_data
 from prefkit.absolute.softbt import soft_bt_pairs
+from prefkit.absolute.two_stage import Standardiser
 from prefkit.atomic import atomic_write_text
 from prefkit.data.folds import validation_folds
 from prefkit.errors import ConfigError
@@ -36,15 +37,15 @@ from prefkit.schema import make_pairs
 def same_fold_pairs(table: ItemTable, folds: np.ndarray, k: int, gamma: float, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Soft-BT pairs within each fold (a pair's fold id is its items' fold)."""
     parts, pair_folds = [], []
+    ids, texts, scores = table.items["id"].to_numpy(), table.items["text"].to_numpy(), table.y
     for f in np.unique(folds):
         members = np.flatnonzero(folds == f)
         if len(members) < 2:
             continue
-        y = table.y[members]
-        z = ((y - y.mean(axis=0)) / np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)).mean(axis=1)
+        y = scores[members]
+        z = Standardiser.fit(y)(y).mean(axis=1)
         pairs = soft_bt_pairs(len(members), z, k=min(k, len(members) - 1), gamma=gamma, seed=seed + int(f))
         a, b, p = members[pairs.i], members[pairs.j], pairs.targets[:, 0]
-        ids, texts = table.items["id"].to_numpy(), table.items["text"].to_numpy()
         parts.append(
             make_pairs(
                 [f"{ids[x]}__{ids[w]}" for x, w in zip(a, b)],
