@@ -233,9 +233,10 @@ def absolute_summary(y_true, y_pred, names=None, step: float | None = 0.5) -> di
     if t.shape != p.shape:
         raise ValueError(f"targets {t.shape} and predictions {p.shape} differ in shape")
     names = list(names) if names is not None else [f"t{k}" for k in range(t.shape[1])]
-    out: dict = {"mcrmse": mcrmse(t, p), "rmse": rmse(t, p), "n": int(len(t))}
+    per_column = column_rmse(t, p)
+    out: dict = {"mcrmse": float(per_column.mean()), "rmse": rmse(t, p), "n": int(len(t))}
     for k, name in enumerate(names):
-        out[f"rmse_{name}"] = float(column_rmse(t[:, k], p[:, k])[0])
+        out[f"rmse_{name}"] = float(per_column[k])
         if step is not None:
             out[f"qwk_{name}"] = qwk(t[:, k], p[:, k], step)
         out[f"spearman_{name}"] = spearman(t[:, k], p[:, k])
