@@ -25,11 +25,16 @@ ADAPTER_FILE = "adapter_model.safetensors"
 log = logging.getLogger("prefkit.models")
 
 
+def _fitting(own: dict, state: dict) -> dict:
+    """The tensors of ``state`` with a name in ``own`` and the same shape there."""
+    return {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+
+
 def load_matching(model, state: dict) -> tuple[int, list[str]]:
     """Load the tensors of ``state`` whose name and shape match ``model``'s; returns (loaded,
     names left out because their shape differs: a head of another size)."""
     own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    keep = _fitting(own, state)
     other_shape = [k for k, v in state.items() if k in own and k not in keep]
     model.load_state_dict(keep, strict=False)
     return len(keep), other_shape
@@ -119,6 +124,6 @@ def load_stage_one_adapters(model, weights: dict, ckpt) -> None:
             f"{'is not among the new adapters' if missing else 'has another shape'}); use the same lora.r and "
             "target_modules, or model.init_mode=stack"
         )
-    keep = {k: v for k, v in weights.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    keep = _fitting(own, weights)
     set_peft_model_state_dict(model, keep)
     log.info("warm start from %s: %d adapter tensors loaded (%d of another shape left fresh)", ckpt, len(keep), len(weights) - len(keep))
