@@ -45,8 +45,7 @@ from prefkit.data.kaggle import locate_kaggle_files
 
 src, out, n_train, n_test = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 found = locate_kaggle_files(src)
-solution = next((p for p in sorted(src.glob("solution.csv*"))), None)
-if found.test is None or solution is None or found.sample_submission is None:
+if found.test is None or found.solution is None or found.sample_submission is None:
     sys.exit(f"{src}: needs train, test, sample_submission and solution files")
 train = pd.read_csv(found.train, dtype=str, keep_default_na=False)
 test = pd.read_csv(found.test, dtype=str, keep_default_na=False)
@@ -57,7 +56,7 @@ if 0 < n_test < len(test):
 ids = set(test["id"])
 for name, table in (("train", train), ("test", test)):
     table.to_csv(out / f"{name}.csv", index=False)
-for name, path in (("sample_submission", found.sample_submission), ("solution", solution)):
+for name, path in (("sample_submission", found.sample_submission), ("solution", found.solution)):
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table[table["id"].isin(ids)].to_csv(out / f"{name}.csv", index=False)
 print(f"subset: {len(train)} training and {len(test)} test rows of {src}")

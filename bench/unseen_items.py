@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ def main() -> None:
     from prefkit.config import load_config
     from prefkit.data.formats import read_input
     from prefkit.infer.predict import Predictor
-    from prefkit.metrics import log_loss
+    from prefkit.metrics import class_prior, log_loss
     from prefkit.schema import label_matrix
     from prefkit.train.engine import train_folds
 
@@ -77,7 +76,7 @@ def main() -> None:
     preds = predictor.predict(held, progress=True)[:, :3]
     predict_seconds = time.perf_counter() - t0
     labels, weights = label_matrix(held), held["weight"].to_numpy(dtype=float)
-    rates = np.average(label_matrix(train), axis=0, weights=train["weight"].to_numpy(dtype=float))
+    rates = class_prior(label_matrix(train), train["weight"])
     scorer = log_loss(labels, preds, weights)
     constant = log_loss(labels, np.tile(rates, (len(held), 1)), weights)
     print(f"text scorer: trained on {len(train)} comparisons in {train_seconds:.0f}s; {len(held)} held-out comparisons "
