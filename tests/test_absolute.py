@@ -177,13 +177,6 @@ def test_config_refuses_unknown_stage2_mode(tmp_path):
 # ------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    from prefkit.testing.tiny import write_tiny_checkpoint
-
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("enc") / "bert", "bert")
-
-
 def essay_folder(folder, n=36):
     rng = np.random.default_rng(0)
     rows = []
@@ -196,12 +189,12 @@ def essay_folder(folder, n=36):
     pd.DataFrame(rows[:6]).drop(columns=["cohesion", "syntax"]).to_csv(folder / "unseen.csv", index=False)
 
 
-def test_two_stage_runner_end_to_end(tmp_path, tiny_encoder, capsys):
+def test_two_stage_runner_end_to_end(tmp_path, tiny_bert, capsys):
     from prefkit.cli import main
 
     essay_folder(tmp_path)
     out = tmp_path / "run"
-    args = ["absolute", "run", "--data", str(tmp_path), "--out", str(out), "--no-progress", f"embed.model={tiny_encoder}",
+    args = ["absolute", "run", "--data", str(tmp_path), "--out", str(out), "--no-progress", f"embed.model={tiny_bert}",
             f"embed.cache_dir={tmp_path / 'cache'}", "embed.max_length=32", "fit.epochs=3", "pair_fit.epochs=2"]  # fmt: skip
     assert main(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -222,12 +215,12 @@ def test_two_stage_runner_end_to_end(tmp_path, tiny_encoder, capsys):
     assert test_pred["id"].tolist() == [f"e{k}" for k in range(6)] and test_pred["two_stage_warm__cohesion"].notna().all()
 
 
-def test_compare_command_reports_the_three_routes(tmp_path, tiny_encoder, capsys):
+def test_compare_command_reports_the_three_routes(tmp_path, tiny_bert, capsys):
     from prefkit.cli import main
 
     essay_folder(tmp_path)
     out = tmp_path / "cmp"
-    args = ["absolute", "compare", "--data", str(tmp_path), "--out", str(out), "--no-progress", f"embed.model={tiny_encoder}",
+    args = ["absolute", "compare", "--data", str(tmp_path), "--out", str(out), "--no-progress", f"embed.model={tiny_bert}",
             f"embed.cache_dir={tmp_path / 'cache'}", "embed.max_length=32", "fit.epochs=3", "pair_fit.epochs=2",
             "comparative.target=cohesion", "comparative.n_anchors=4", "comparative.dense_subset=5"]  # fmt: skip
     assert main(args) == 0
