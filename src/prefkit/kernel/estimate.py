@@ -294,9 +294,11 @@ def model_config_of(cfg):
 
 def test_lengths(target: Target, test: str | Path, fmt: str = "kaggle") -> tuple[np.ndarray, str]:
     """(untruncated lengths, how they were obtained) of the test file."""
+    from prefkit.data.fileio import COMPRESSION_SUFFIXES
+
     asked = Path(test)
-    # a Kaggle layout kept compressed (test.csv.xz) answers to its plain name
-    test = next((p for p in (asked, *(asked.with_name(asked.name + s) for s in (".xz", ".gz", ".bz2", ".zst"))) if p.exists()), None)
+    # a Kaggle layout kept compressed (test.csv.xz) answers to its plain name, as the readers' other files do
+    test = next((p for p in (asked.with_name(asked.name + s) for s in COMPRESSION_SUFFIXES) if p.exists()), None)
     if test is None:
         raise InputError("test file not found", file=asked)
     if is_lengths_file(test):
