@@ -169,10 +169,9 @@ def _fill_owner(kernel_dir: Path, username: str | None) -> None:
 def read_metadata(path: Path) -> dict:
     if not path.is_file():
         raise InputError("not found: give a folder prefkit kernel build wrote", file=path)
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise InputError("not valid JSON", file=path) from None
+    from prefkit.models.checks import read_json
+
+    return read_json(path)  # unreadable or not JSON: one line naming the file
 
 
 def push(kernel_dir, dataset: bool = True, notes: str = "prefkit kernel build", echo=print) -> dict:
