@@ -28,7 +28,9 @@ INSTALL_ONLY = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}  # dist-i
 
 def canonical(name: str) -> str:
     """PEP 503 normalised project name."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
 
 
 def image_packages(path: Path = IMAGE_FILE) -> set[str]:
