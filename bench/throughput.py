@@ -77,6 +77,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from prefkit.config import RunConfig, load_config
+from prefkit.kernel.estimate import backbone_linear_weights
 from prefkit.models.transformer import unwrap_peft
 
 VARIANTS_FILE = ROOT / "bench" / "throughput_variants.yaml"
@@ -217,14 +218,6 @@ def meta_model(cfg: RunConfig):
         return build_model(model_cfg, head=cfg.model.head or get_task(cfg.task).head, tokenizer=load_tokenizer(cfg.model))
 
 
-def linear_weights(model) -> int:
-    """Weights of the per-token matrix products (backbone nn.Linear incl. LoRA; no head)."""
-    base = unwrap_peft(model)
-    prefix = getattr(base, "base_model_prefix", "")
-    backbone = getattr(base, prefix, base)
-    return sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
-
-
 @dataclass
 class FlopModel:
     n_matmul: int
@@ -256,7 +249,7 @@ def flop_model(model, cfg: RunConfig) -> FlopModel:
                 span = hf.max_position_embeddings
         rel = 2 * int(span)
     train_mult = 2 if cfg.model.lora.enabled else 3
-    return FlopModel(linear_weights(model), hf.num_hidden_layers, heads * head_dim, rel, train_mult)
+    return FlopModel(backbone_linear_weights(model), hf.num_hidden_layers, heads * head_dim, rel, train_mult)
 
 
 # -- one variant -------------------------------------------------------------------------
