@@ -77,6 +77,13 @@ KNOWN_OUTPUTS: dict[str, frozenset[str]] = {
 # Names made per fold (``fold_0``, ``fold_1``, ...), outputs too.
 FOLD_ENTRY = re.compile(r"fold_\d+$")
 FOLDED_KINDS = frozenset({"transformer"})
+DONE_FILE = "done.json"  # written last in a fold's folder: the fold is finished
+
+
+def finished_fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(k, fold_<k>)`` of a run's finished folds (those holding ``done.json``), by fold number."""
+    folds = [(int(d.name[5:]), d) for d in Path(run_dir).glob("fold_*") if FOLD_ENTRY.match(d.name)]
+    return sorted((k, d) for k, d in folds if (d / DONE_FILE).exists())
 
 
 def _is_known(name: str, kind: str) -> bool:

@@ -28,6 +28,7 @@ from prefkit.atomic import atomic_directory
 from prefkit.errors import InputError
 from prefkit.kernel.bundle import BUNDLE_FILE, CHECKPOINT_META, RunEntry, read_meta
 from prefkit.kernel.wheels import bundle_wheels
+from prefkit.rundir import finished_fold_dirs
 
 KERNEL_MARKER = ".prefkit-kernel"  # a kernels/<name>/ folder this command wrote (and may replace)
 WEIGHTS = ("folds", "average")
@@ -53,8 +54,7 @@ def slug(text: str) -> str:
 
 def fold_checkpoints(run_dir: Path) -> list[Path]:
     """The finished folds' checkpoints of a transformer run (``fold_<k>/checkpoint`` beside a ``done.json``)."""
-    folds = sorted((int(m.group(1)), d) for d in run_dir.glob("fold_*") if (m := re.fullmatch(r"fold_(\d+)", d.name)))
-    found = [d / "checkpoint" for _, d in folds if (d / "done.json").exists() and (d / "checkpoint" / CHECKPOINT_META).exists()]
+    found = [d / "checkpoint" for _, d in finished_fold_dirs(run_dir) if (d / "checkpoint" / CHECKPOINT_META).exists()]
     if not found:
         raise InputError("not a transformer run with finished folds (no fold_<k>/checkpoint beside a done.json): "
                          "a kernel predicts with checkpoints", file=run_dir)  # fmt: skip

@@ -50,6 +50,7 @@ from prefkit.infer.fixed import fixed_outputs_files
 from prefkit.infer.predict import Sharding, inference_plan, predict_encoded, prepare_model, use_packing
 from prefkit.models import packing
 from prefkit.predictions import OOF_FILE, TEST_FILE
+from prefkit.rundir import DONE_FILE, finished_fold_dirs
 from prefkit.tasks import Encoded, Task, get_task
 from prefkit.text.batching import collate_ids
 from prefkit.train import state as fold_state
@@ -58,7 +59,6 @@ from prefkit.train.fingerprint import fingerprint_changes, fold_fingerprint
 
 logger = logging.getLogger("prefkit.train")
 
-DONE_FILE = "done.json"
 # (fold, optimizer step, the fold's Progress: pairs_seen, tokens_seen, train_seconds) -> None;
 # may raise to stop. bench/throughput.py times the steps after warm-up with it.
 StepHook = Callable[[int, int, fold_state.Progress], None]
@@ -566,12 +566,7 @@ def describe_done_fold(done: dict) -> str:
 
 
 def finished_folds(run_dir: Path) -> list[int]:
-    out = []
-    for fold_dir in run_dir.glob("fold_*"):
-        k = fold_dir.name.split("_", 1)[1]
-        if k.isdigit() and (fold_dir / DONE_FILE).exists():
-            out.append(int(k))
-    return sorted(out)
+    return [k for k, _ in finished_fold_dirs(run_dir)]
 
 
 def check_finished_fold(data: RunData, k: int) -> dict:
